@@ -1,0 +1,7 @@
+"""onceflow: Kafka delivery guarantees made a one-word choice, and proven."""
+
+from onceflow.broker.config import BrokerConfig, FlushPolicy
+from onceflow.broker.server import Broker, BrokerThread, run_in_thread
+
+__all__ = ["Broker", "BrokerConfig", "BrokerThread", "FlushPolicy", "run_in_thread"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The embedded single-node Kafka-compatible broker."""

@@ -1,0 +1,35 @@
+"""Settings of one embedded broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+
+DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
+
+
+class FlushPolicy(enum.StrEnum):
+    """When appended data is forced to disk."""
+
+    #: acks=1/all are answered only after fsync; group commit batches the fsyncs.
+    ALWAYS = "always"
+    #: leave flushing to the OS (Kafka's default): fast, not power-loss safe.
+    NEVER = "never"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything ``onceflow broker`` can be told; the defaults are the CLI's."""
+
+    data_dir: Path = Path("onceflow-data")
+    host: str = "127.0.0.1"
+    #: 0 picks a free ephemeral port; ``Broker.port`` tells which.
+    port: int = 9092
+    flush: FlushPolicy = FlushPolicy.ALWAYS
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    auto_create_topics: bool = True
+    default_partitions: int = 1
+    node_id: int = 0
+    #: Largest request frame accepted, like Kafka's socket.request.max.bytes.
+    max_request_bytes: int = 100 * 1024 * 1024

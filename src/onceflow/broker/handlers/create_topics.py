@@ -1,0 +1,68 @@
+"""CreateTopics: explicit creation, with the single-node limits enforced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.topics import TopicError
+
+API_KEY = 19
+
+
+def handle(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(API_KEY, request.__version__)
+    names = [t.name for t in request.topics]
+    results = []
+    for creatable in request.topics:
+        error, message = ErrorCode.none, None
+        try:
+            if names.count(creatable.name) > 1:
+                raise TopicError(
+                    ErrorCode.invalid_request, f"topic {creatable.name!r} appears twice"
+                )
+            count, replication = _layout(broker, creatable)
+            broker.topics.check_new(creatable.name, count, replication)
+            if not request.validate_only:
+                configs = {c.name: c.value for c in creatable.configs}
+                broker.topics.create(creatable.name, count, configs)
+        except TopicError as exc:
+            error, message = ErrorCode(exc.code), str(exc)
+        results.append(
+            build(
+                m.CreatableTopicResult, name=creatable.name, error_code=error, error_message=message
+            )
+        )
+    return build(m.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=tuple(results))
+
+
+def _layout(broker: Any, creatable: Any) -> tuple[int, int]:
+    """(partition count, replication factor) from counts or an explicit assignment."""
+    node = broker.config.node_id
+    if creatable.assignments:
+        if creatable.num_partitions != -1 or creatable.replication_factor != -1:
+            raise TopicError(
+                ErrorCode.invalid_request,
+                "give either a replica assignment or partition and replica counts, not both",
+            )
+        indexes = sorted(a.partition_index for a in creatable.assignments)
+        if indexes != list(range(len(indexes))):
+            raise TopicError(
+                ErrorCode.invalid_replica_assignment, "assigned partitions must be 0..n-1"
+            )
+        for assignment in creatable.assignments:
+            if list(assignment.broker_ids) != [node]:
+                raise TopicError(
+                    ErrorCode.invalid_replica_assignment,
+                    f"every partition must be assigned to the single broker {node}",
+                )
+        return len(indexes), 1
+    count = (
+        broker.config.default_partitions
+        if creatable.num_partitions == -1
+        else creatable.num_partitions
+    )
+    replication = 1 if creatable.replication_factor == -1 else creatable.replication_factor
+    return count, replication

@@ -1,0 +1,94 @@
+"""Fetch: stored batches as they are, long-polling until min bytes or max wait."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+
+API_KEY = 1
+READ_COMMITTED = 1
+
+
+def handle(broker: Any, header: Any, request: Any) -> Any:
+    response, size = _collect(broker, request)
+    if size >= request.min_bytes or request.max_wait.total_seconds() <= 0 or size < 0:
+        return response
+    return _long_poll(broker, request)
+
+
+async def _long_poll(broker: Any, request: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request.max_wait.total_seconds()
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return _collect(broker, request)[0]
+        await broker.wait_for_data(remaining)
+        response, size = _collect(broker, request)
+        if size >= request.min_bytes or size < 0:
+            return response
+
+
+def _collect(broker: Any, request: Any) -> tuple[Any, int]:
+    """The response as of now and its record bytes (-1 when an error must go out now)."""
+    m = response_module(API_KEY, request.__version__)
+    read_committed = request.isolation_level == READ_COMMITTED
+    budget = request.max_bytes
+    total = 0
+    urgent = False
+    topics = []
+    for wanted in request.topics:
+        partitions = []
+        for asked in wanted.partitions:
+            partition = broker.topics.partition(wanted.topic, asked.partition)
+            error = ErrorCode.none
+            records = b""
+            high_watermark = last_stable = log_start = -1
+            if partition is None:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                high_watermark = partition.high_watermark
+                last_stable = partition.last_stable_offset
+                log_start = partition.log_start_offset
+                upper = last_stable if read_committed else high_watermark
+                if not log_start <= asked.fetch_offset <= high_watermark:
+                    error = ErrorCode.offset_out_of_range
+                elif budget > 0 or total == 0:
+                    # The first batch of the response is sent whole even past max_bytes.
+                    limit = (
+                        min(asked.partition_max_bytes, budget)
+                        if total
+                        else asked.partition_max_bytes
+                    )
+                    records = partition.read(asked.fetch_offset, limit, upper)
+                    budget -= len(records)
+                    total += len(records)
+            urgent = urgent or error is not ErrorCode.none
+            partitions.append(
+                build(
+                    m.PartitionData,
+                    partition_index=asked.partition,
+                    error_code=error,
+                    high_watermark=high_watermark,
+                    last_stable_offset=last_stable,
+                    log_start_offset=log_start,
+                    aborted_transactions=(),
+                    preferred_read_replica=-1,
+                    records=records,
+                )
+            )
+        topics.append(
+            build(m.FetchableTopicResponse, topic=wanted.topic, partitions=tuple(partitions))
+        )
+    response = build(
+        m.FetchResponse,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        session_id=0,
+        responses=tuple(topics),
+    )
+    return response, -1 if urgent else total

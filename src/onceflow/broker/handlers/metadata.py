@@ -1,0 +1,89 @@
+"""Metadata: this broker is the only node and leads every partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.topics import Topic, TopicError, validate_topic_name
+
+API_KEY = 3
+# Kafka's value for "authorized operations were not requested".
+NO_AUTHORIZED_OPERATIONS = -(2**31)
+
+
+def handle(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(API_KEY, request.__version__)
+    node = broker.config.node_id
+    requested = request.topics
+    if request.__version__ == 0 and not requested:
+        requested = None  # v0 used an empty list to mean "all topics"
+    allow_create = getattr(request, "allow_auto_topic_creation", True)
+
+    def topic_entry(name: str | None, topic: Topic | None, error: ErrorCode) -> Any:
+        partitions = tuple(
+            build(
+                m.MetadataResponsePartition,
+                error_code=ErrorCode.none,
+                partition_index=index,
+                leader_id=node,
+                leader_epoch=0,
+                replica_nodes=(node,),
+                isr_nodes=(node,),
+                offline_replicas=(),
+            )
+            for index in range(len(topic.partitions) if topic else 0)
+        )
+        return build(
+            m.MetadataResponseTopic,
+            error_code=error,
+            name=name,
+            topic_id=topic.topic_id if topic else None,
+            is_internal=False,
+            partitions=partitions,
+            topic_authorized_operations=NO_AUTHORIZED_OPERATIONS,
+        )
+
+    entries = []
+    if requested is None:
+        entries = [topic_entry(t.name, t, ErrorCode.none) for t in broker.topics.topics.values()]
+    else:
+        by_id = {t.topic_id: t for t in broker.topics.topics.values()}
+        for wanted in requested:
+            name = wanted.name
+            topic = broker.topics.get(name) if name is not None else by_id.get(wanted.topic_id)
+            if topic is not None:
+                entries.append(topic_entry(topic.name, topic, ErrorCode.none))
+                continue
+            if name is None:
+                entries.append(topic_entry(None, None, ErrorCode.unknown_topic_id))
+                continue
+            try:
+                validate_topic_name(name)
+            except TopicError as exc:
+                entries.append(topic_entry(name, None, ErrorCode(exc.code)))
+                continue
+            if allow_create and broker.config.auto_create_topics:
+                topic = broker.topics.create(name, broker.config.default_partitions)
+                entries.append(topic_entry(name, topic, ErrorCode.none))
+            else:
+                entries.append(topic_entry(name, None, ErrorCode.unknown_topic_or_partition))
+
+    return build(
+        m.MetadataResponse,
+        throttle_time=NO_THROTTLE,
+        brokers=(
+            build(
+                m.MetadataResponseBroker,
+                node_id=node,
+                host=broker.host,
+                port=broker.port,
+                rack=None,
+            ),
+        ),
+        cluster_id=broker.cluster_id,
+        controller_id=node,
+        topics=tuple(entries),
+    )

@@ -1,0 +1,93 @@
+"""Produce: append each partition's batch, answer once it is as durable as acks asks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.records import InvalidBatch
+
+API_KEY = 0
+
+
+def handle(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(API_KEY, request.__version__)
+    acks = request.acks
+    # (topic, partition index, error, base offset, log start, message) per partition.
+    outcomes: list[list[Any]] = []
+    waits: dict[int, Awaitable[None]] = {}
+    for topic_data in request.topic_data:
+        topic = broker.topics.get(topic_data.name)
+        if topic is None and broker.config.auto_create_topics:
+            try:
+                topic = broker.topics.create(topic_data.name, broker.config.default_partitions)
+            except Exception:
+                topic = None
+        for data in topic_data.partition_data:
+            outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None]
+            outcomes.append(outcome)
+            if acks not in (0, 1, -1):
+                outcome[2] = ErrorCode.invalid_required_acks
+                outcome[5] = f"acks must be 0, 1 or -1 (all), got {acks}"
+                continue
+            partition = (
+                topic.partitions[data.index]
+                if topic and 0 <= data.index < len(topic.partitions)
+                else None
+            )
+            if partition is None:
+                outcome[2] = ErrorCode.unknown_topic_or_partition
+                continue
+            try:
+                appended = partition.append(data.records or b"")
+            except InvalidBatch as exc:
+                outcome[2], outcome[5] = ErrorCode(exc.code), str(exc)
+                continue
+            outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
+            wait = broker.after_append(partition)
+            if wait is not None:
+                waits[len(outcomes) - 1] = wait
+
+    if acks == 0:
+        return None
+
+    def respond() -> Any:
+        by_topic: dict[str, list[Any]] = {}
+        for name, index, error, base, start, message in outcomes:
+            by_topic.setdefault(name, []).append(
+                build(
+                    m.PartitionProduceResponse,
+                    index=index,
+                    error_code=error,
+                    base_offset=base,
+                    log_append_time=None,  # CreateTime: the client stamped the records
+                    log_start_offset=start,
+                    record_errors=(),
+                    error_message=message,
+                )
+            )
+        return build(
+            m.ProduceResponse,
+            throttle_time=NO_THROTTLE,
+            responses=tuple(
+                build(m.TopicProduceResponse, name=name, partition_responses=tuple(parts))
+                for name, parts in by_topic.items()
+            ),
+        )
+
+    if not waits:
+        return respond()
+
+    async def after_flush() -> Any:
+        results = await asyncio.gather(*waits.values(), return_exceptions=True)
+        for slot, result in zip(waits, results, strict=True):
+            if isinstance(result, BaseException):
+                outcomes[slot][2] = ErrorCode.kafka_storage_error
+                outcomes[slot][5] = f"flush failed: {result}"
+        return respond()
+
+    return after_flush()

@@ -1,0 +1,71 @@
+"""Group commit: one fsync round covers every append that arrived while the last ran.
+
+Appends happen on the event loop; fsync runs on a worker thread. A produce that needs
+durability asks for the next round and awaits it. While a round is running, new
+requests accumulate and share the round after it, so the number of fsyncs per second
+stays bounded by disk latency, not by the request rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from onceflow.broker.log.partition import PartitionLog
+
+log = logging.getLogger(__name__)
+
+
+class GroupFlusher:
+    """Batches fsyncs of dirty partitions and then advances their high watermarks."""
+
+    def __init__(self) -> None:
+        self._dirty: dict[PartitionLog, None] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    def request(self, partition: PartitionLog) -> asyncio.Future[None]:
+        """A future that completes once everything appended to ``partition`` is on disk."""
+        self._dirty[partition] = None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._running is None:
+            self._running = asyncio.create_task(self._run_rounds())
+        return waiter
+
+    async def _run_rounds(self) -> None:
+        try:
+            while self._waiters:
+                partitions = list(self._dirty)
+                waiters = self._waiters
+                self._dirty = {}
+                self._waiters = []
+                targets = [(p, *p.flush_targets()) for p in partitions]
+                segments = [s for _, segs, _ in targets for s in segs]
+                try:
+                    await asyncio.to_thread(_fsync_all, segments)
+                except OSError as exc:
+                    log.error("fsync failed: %s", exc)
+                    for partition, segs, _ in targets:
+                        partition.unflushed.update(segs)
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                    continue
+                for partition, _, end in targets:
+                    partition.mark_durable(end)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        finally:
+            self._running = None
+
+    async def drain(self) -> None:
+        """Wait for the rounds in progress (used at shutdown)."""
+        while self._running is not None:
+            await asyncio.shield(self._running)
+
+
+def _fsync_all(segments: list) -> None:
+    for segment in segments:
+        segment.fsync()

@@ -1,0 +1,276 @@
+"""The log of one partition: its segments, offsets, high watermark and producer state."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import logging
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.log.atomic import read_json, write_json_atomically
+from onceflow.broker.log.segment import Segment
+from onceflow.broker.producers import Duplicate, ProducerStates
+from onceflow.broker.records import (
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    BatchHeader,
+    InvalidBatch,
+    first_record_at_or_after,
+    read_header,
+    split_produced,
+)
+
+log = logging.getLogger(__name__)
+
+_PATCHED_PREFIX = struct.Struct(">qii")
+SNAPSHOT_FILE = "producers.snapshot"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogConfig:
+    segment_bytes: int = 128 * 1024 * 1024
+    index_interval_bytes: int = 4096
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    duplicate: bool
+
+
+class PartitionLog:
+    """Append, read and recover one partition's segments.
+
+    Offsets become visible to consumers at the high watermark, which the owner moves
+    with ``mark_durable`` once appended data is as safe as the flush policy asks.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig,
+        on_visible: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self._on_visible = on_visible
+        directory.mkdir(parents=True, exist_ok=True)
+        self.segments: list[Segment] = []
+        self._bases: list[int] = []
+        self.producers = ProducerStates()
+        self.high_watermark = 0
+        self.unflushed: set[Segment] = set()
+        self._read_hint: tuple[int, Segment, int] | None = None
+        self._open()
+
+    # -- offsets ---------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.segments[-1].next_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Where read_committed consumers stop; without open transactions, the high watermark."""
+        return self.high_watermark
+
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    # -- recovery --------------------------------------------------------------
+
+    def _open(self) -> None:
+        bases = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
+        if not bases:
+            self._add_segment(0)
+            self.high_watermark = 0
+            return
+        for base in bases:
+            self._add_segment(base)
+        for segment in self.segments[:-1]:
+            if not segment.load_index():
+                log.warning("rebuilding index of %s", segment.log_path)
+                segment.recover(validate_crc=False)
+        tail = self.active
+        truncated = tail.recover(validate_crc=True)
+        if truncated:
+            log.warning("truncated %d torn bytes from %s", truncated, tail.log_path)
+        if tail.size == 0 and len(self.segments) > 1:
+            # An empty tail starts where the segment before it ended.
+            tail.next_offset = max(tail.base_offset, self.segments[-2].next_offset)
+        self.high_watermark = self.log_end_offset
+        self._rebuild_producer_state()
+
+    def _add_segment(self, base_offset: int) -> Segment:
+        segment = Segment(self.directory, base_offset, self.config.index_interval_bytes)
+        self.segments.append(segment)
+        self._bases.append(base_offset)
+        return segment
+
+    def _rebuild_producer_state(self) -> None:
+        """Load the last snapshot and replay the batch headers appended after it."""
+        snapshot = read_json(self.directory / SNAPSHOT_FILE)
+        start = 0
+        if snapshot is not None and snapshot["offset"] <= self.log_end_offset:
+            self.producers = ProducerStates.from_json(snapshot["producers"])
+            start = snapshot["offset"]
+        first = max(0, bisect.bisect_right(self._bases, start) - 1)
+        for segment in self.segments[first:]:
+            position = segment.locate(start) if segment.base_offset <= start else 0
+            if position is None:
+                continue
+            for _, header in segment.headers(position):
+                if header.is_idempotent and header.base_offset >= start:
+                    self.producers.record(header)
+
+    def write_producer_snapshot(self) -> None:
+        write_json_atomically(
+            self.directory / SNAPSHOT_FILE,
+            {"offset": self.log_end_offset, "producers": self.producers.to_json()},
+        )
+
+    # -- appending -------------------------------------------------------------
+
+    def append(self, records: bytes) -> AppendResult:
+        """Validate, deduplicate and append one produced batch; return where it landed.
+
+        Raises InvalidBatch with the Kafka error code for anything that must be refused.
+        """
+        batches = split_produced(records)
+        if len(batches) != 1:
+            raise InvalidBatch(
+                ErrorCode.invalid_record,
+                "produce requests v3+ carry exactly one record batch per partition",
+            )
+        _, header = batches[0]
+        if header.is_idempotent:
+            try:
+                self.producers.check(header)
+            except Duplicate as dup:
+                return AppendResult(dup.batch.base_offset, dup.batch.last_offset, True)
+        if header.is_transactional:
+            raise InvalidBatch(
+                ErrorCode.invalid_txn_state, "transactional produce is not supported yet"
+            )
+        if self.active.size and self.active.size + header.size > self.config.segment_bytes:
+            self.roll()
+        base = self.log_end_offset
+        header = dataclasses.replace(header, base_offset=base)
+        prefix = _PATCHED_PREFIX.pack(base, header.length, 0)
+        segment = self.active
+        segment.append([prefix, memoryview(records)[LOG_OVERHEAD + 4 :]], [header])
+        self.unflushed.add(segment)
+        if header.is_idempotent:
+            self.producers.record(header)
+        return AppendResult(base, header.last_offset, False)
+
+    def roll(self) -> None:
+        """Close the active segment and start a new one at the log end."""
+        self.write_producer_snapshot()
+        self._add_segment(self.log_end_offset)
+
+    def mark_durable(self, offset: int) -> None:
+        """Make everything below ``offset`` visible to consumers."""
+        if offset > self.high_watermark:
+            self.high_watermark = offset
+            self._on_visible()
+
+    # -- reading ---------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, upper: int) -> bytes:
+        """Whole batches from the one containing ``offset``, below offset ``upper``.
+
+        At most ``max_bytes``, except that the first batch is returned whole however
+        large it is, so a consumer always makes progress (KIP-74).
+        """
+        if offset >= upper:
+            return b""
+        found = self._find(offset)
+        if found is None:
+            return b""
+        segment, position = found
+        chunk = segment.read(position, max(max_bytes, HEADER_SIZE))
+        end = 0
+        last = -1
+        while end + HEADER_SIZE <= len(chunk):
+            base, length, _ = _PATCHED_PREFIX.unpack_from(chunk, end)
+            if base >= upper:
+                break
+            size = length + LOG_OVERHEAD
+            if end + size > len(chunk):
+                if end == 0:
+                    chunk = segment.read(position, size)
+                    last, end = 0, size
+                break
+            last, end = end, end + size
+        if last < 0:
+            return b""
+        last_header = read_header(chunk, last)
+        self._read_hint = (last_header.last_offset + 1, segment, position + end)
+        return chunk[:end]
+
+    def _find(self, offset: int) -> tuple[Segment, int] | None:
+        hint = self._read_hint
+        if hint is not None and hint[0] == offset and hint[2] < hint[1].size:
+            return hint[1], hint[2]
+        slot = max(0, bisect.bisect_right(self._bases, offset) - 1)
+        for segment in self.segments[slot:]:
+            position = segment.locate(max(offset, segment.base_offset))
+            if position is not None:
+                return segment, position
+        return None
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after ``timestamp``."""
+        for segment in self.segments:
+            if segment.max_timestamp < timestamp:
+                continue
+            header = segment.locate_timestamp(timestamp)
+            if header is None or header.base_offset >= self.high_watermark:
+                return None
+            position = segment.locate(header.base_offset)
+            assert position is not None
+            batch = segment.read(position, header.size)
+            return first_record_at_or_after(batch, header, timestamp)
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
+        best: BatchHeader | None = None
+        for segment in self.segments:
+            for _, header in segment.headers():
+                if header.base_offset >= self.high_watermark:
+                    break
+                if best is None or header.max_timestamp > best.max_timestamp:
+                    best = header
+        if best is None:
+            return None
+        position = self._find(best.base_offset)
+        assert position is not None
+        batch = position[0].read(position[1], best.size)
+        return first_record_at_or_after(batch, best, best.max_timestamp)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def flush_targets(self) -> tuple[list[Segment], int]:
+        """Segments to fsync and the log end they cover; clears the dirty set."""
+        segments = list(self.unflushed)
+        self.unflushed.clear()
+        return segments, self.log_end_offset
+
+    def close(self) -> None:
+        for segment in self.segments:
+            segment.fsync()
+        self.write_producer_snapshot()
+        for segment in self.segments:
+            segment.close()

@@ -1,0 +1,121 @@
+"""Idempotent producer state of one partition.
+
+Per producer id the broker remembers the epoch and the sequence ranges of the last
+five batches it appended, so that a retried batch is answered with its original
+offsets instead of being appended twice, and a gap is refused.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.records import BatchHeader, InvalidBatch
+
+# Kafka keeps the same number of batches (max.in.flight.requests.per.connection <= 5).
+BATCHES_KEPT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedBatch:
+    first_sequence: int
+    last_sequence: int
+    base_offset: int
+    last_offset: int
+
+
+@dataclass(slots=True)
+class ProducerEntry:
+    epoch: int
+    batches: deque[AppendedBatch] = field(default_factory=lambda: deque(maxlen=BATCHES_KEPT))
+
+    @property
+    def last_sequence(self) -> int:
+        return self.batches[-1].last_sequence if self.batches else -1
+
+
+class Duplicate(Exception):
+    """A retry of a batch already in the log; carries the original placement."""
+
+    def __init__(self, batch: AppendedBatch) -> None:
+        super().__init__("duplicate batch")
+        self.batch = batch
+
+
+class ProducerStates:
+    """Sequence and epoch bookkeeping for every idempotent producer of one partition."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, ProducerEntry] = {}
+
+    def check(self, header: BatchHeader) -> None:
+        """Decide whether a produced batch may be appended.
+
+        Raises Duplicate for a retry of one of the last batches, InvalidBatch for a
+        fenced epoch or a sequence gap.
+        """
+        entry = self.entries.get(header.producer_id)
+        if entry is None:
+            # Unknown here (new producer, or its state expired): any sequence starts it.
+            return
+        if header.producer_epoch < entry.epoch:
+            raise InvalidBatch(
+                ErrorCode.invalid_producer_epoch,
+                f"producer {header.producer_id} epoch {header.producer_epoch} is fenced "
+                f"by epoch {entry.epoch}",
+            )
+        if header.producer_epoch > entry.epoch:
+            if header.base_sequence != 0:
+                raise InvalidBatch(
+                    ErrorCode.out_of_order_sequence_number,
+                    f"a new epoch must start at sequence 0, got {header.base_sequence}",
+                )
+            return
+        for batch in entry.batches:
+            if (
+                batch.first_sequence == header.base_sequence
+                and batch.last_sequence == header.last_sequence
+            ):
+                raise Duplicate(batch)
+        expected = (entry.last_sequence + 1) % 2**31
+        if header.base_sequence != expected:
+            raise InvalidBatch(
+                ErrorCode.out_of_order_sequence_number,
+                f"producer {header.producer_id}: expected sequence {expected}, "
+                f"got {header.base_sequence}",
+            )
+
+    def record(self, header: BatchHeader) -> None:
+        """Remember an appended (offset-patched) batch."""
+        entry = self.entries.get(header.producer_id)
+        if entry is None or header.producer_epoch != entry.epoch:
+            entry = ProducerEntry(header.producer_epoch)
+            self.entries[header.producer_id] = entry
+        entry.batches.append(
+            AppendedBatch(
+                header.base_sequence, header.last_sequence, header.base_offset, header.last_offset
+            )
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            str(pid): {
+                "epoch": entry.epoch,
+                "batches": [
+                    [b.first_sequence, b.last_sequence, b.base_offset, b.last_offset]
+                    for b in entry.batches
+                ],
+            }
+            for pid, entry in self.entries.items()
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, dict]) -> ProducerStates:
+        states = cls()
+        for pid, raw in data.items():
+            entry = ProducerEntry(int(raw["epoch"]))
+            entry.batches.extend(AppendedBatch(*map(int, b)) for b in raw["batches"])
+            states.entries[int(pid)] = entry
+        return states

@@ -1,0 +1,244 @@
+"""Record batch v2 header view.
+
+The broker treats batches as opaque bytes: it reads the 61-byte header, checks the
+CRC-32C, patches the base offset and stores the bytes. Individual records are never
+decoded on the produce or fetch path.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import cramjam
+import google_crc32c
+from kio.schema.errors import ErrorCode
+
+HEADER_SIZE = 61
+# baseOffset (8) + length (4): the length field counts everything after it.
+LOG_OVERHEAD = 12
+MAGIC_OFFSET = 16
+CRC_OFFSET = 17
+ATTRIBUTES_OFFSET = 21
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_BIT = 0x08
+TRANSACTIONAL_BIT = 0x10
+CONTROL_BIT = 0x20
+
+NO_PRODUCER_ID = -1
+NO_SEQUENCE = -1
+
+_HEADER = struct.Struct(">qiiBIhiqqqhii")
+_LENGTH = struct.Struct(">qi")
+_BASE_OFFSET = struct.Struct(">q")
+
+
+class InvalidBatch(ValueError):
+    """A produced batch that must be refused. ``code`` is the Kafka error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The fields of one record batch header that the broker acts on."""
+
+    base_offset: int
+    length: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    first_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the batch takes in the log, header included."""
+        return self.length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def last_sequence(self) -> int:
+        """Sequence of the last record; sequences wrap at int32 max like Kafka's."""
+        return (self.base_sequence + self.last_offset_delta) % 2**31
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_BIT)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_BIT)
+
+    @property
+    def is_idempotent(self) -> bool:
+        return self.producer_id >= 0
+
+
+def read_header(buf: bytes | memoryview, pos: int = 0) -> BatchHeader:
+    """Parse the header of the batch starting at ``pos`` (no CRC check)."""
+    (
+        base_offset,
+        length,
+        _leader_epoch,
+        magic,
+        crc,
+        attributes,
+        last_offset_delta,
+        first_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        record_count,
+    ) = _HEADER.unpack_from(buf, pos)
+    return BatchHeader(
+        base_offset,
+        length,
+        magic,
+        crc,
+        attributes,
+        last_offset_delta,
+        first_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        record_count,
+    )
+
+
+def batch_length_at(buf: bytes | memoryview, pos: int) -> int:
+    """Total size of the batch at ``pos``, from its length field."""
+    return _LENGTH.unpack_from(buf, pos)[1] + LOG_OVERHEAD
+
+
+def crc_ok(buf: bytes | memoryview, pos: int, header: BatchHeader) -> bool:
+    end = pos + header.size
+    return google_crc32c.value(bytes(buf[pos + ATTRIBUTES_OFFSET : end])) == header.crc
+
+
+def split_produced(records: bytes) -> list[tuple[int, BatchHeader]]:
+    """Validate the batches of one produced partition and return (position, header) each.
+
+    Raises InvalidBatch with the Kafka error code a real broker would answer.
+    """
+    batches: list[tuple[int, BatchHeader]] = []
+    pos = 0
+    total = len(records)
+    if total == 0:
+        raise InvalidBatch(ErrorCode.invalid_record, "produce request carries no record batch")
+    while pos < total:
+        if total - pos < HEADER_SIZE:
+            raise InvalidBatch(ErrorCode.corrupt_message, "record batch is truncated")
+        if records[pos + MAGIC_OFFSET] != 2:
+            raise InvalidBatch(
+                ErrorCode.unsupported_for_message_format,
+                f"record batch magic {records[pos + MAGIC_OFFSET]} is not supported; only v2",
+            )
+        header = read_header(records, pos)
+        if header.length < HEADER_SIZE - LOG_OVERHEAD or pos + header.size > total:
+            raise InvalidBatch(ErrorCode.corrupt_message, "record batch length is inconsistent")
+        if not crc_ok(records, pos, header):
+            raise InvalidBatch(ErrorCode.corrupt_message, "record batch CRC-32C mismatch")
+        if header.record_count <= 0 or header.last_offset_delta != header.record_count - 1:
+            raise InvalidBatch(
+                ErrorCode.invalid_record, "record count and last offset delta disagree"
+            )
+        if header.is_control:
+            raise InvalidBatch(ErrorCode.invalid_record, "clients may not produce control batches")
+        batches.append((pos, header))
+        pos += header.size
+    return batches
+
+
+def patch_base_offset(batch: bytearray | memoryview, base_offset: int) -> None:
+    """Assign offsets: bytes 0-7 lie outside the CRC, so no new CRC is needed."""
+    _BASE_OFFSET.pack_into(batch, 0, base_offset)
+    # partitionLeaderEpoch: this single node is always leader epoch 0.
+    struct.pack_into(">i", batch, 12, 0)
+
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+
+
+def _decompress_snappy(data: bytes) -> bytes:
+    if not data.startswith(_XERIAL_MAGIC):
+        return bytes(cramjam.snappy.decompress_raw(data))
+    # Java clients frame snappy as xerial blocks: 16-byte header, then (int32 size, block)*.
+    out = bytearray()
+    pos = 16
+    while pos < len(data):
+        (size,) = struct.unpack_from(">i", data, pos)
+        out += cramjam.snappy.decompress_raw(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return bytes(out)
+
+
+_DECOMPRESS = {
+    0: bytes,
+    1: lambda data: bytes(cramjam.gzip.decompress(data)),
+    2: _decompress_snappy,
+    3: lambda data: bytes(cramjam.lz4.decompress(data)),
+    4: lambda data: bytes(cramjam.zstd.decompress(data)),
+}
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Zig-zag varint at ``pos``: (value, next position)."""
+    shift = 0
+    raw = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        raw |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (raw >> 1) ^ -(raw & 1), pos
+        shift += 7
+
+
+def record_offsets_and_timestamps(batch: bytes, header: BatchHeader) -> list[tuple[int, int]]:
+    """(offset, timestamp) of each record in one batch, decompressing if needed.
+
+    Only ListOffsets-by-timestamp needs this; produce and fetch never look inside.
+    """
+    codec = header.attributes & COMPRESSION_MASK
+    if codec not in _DECOMPRESS:
+        raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
+    body = _DECOMPRESS[codec](bytes(batch[HEADER_SIZE : header.size]))
+    log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
+    result = []
+    pos = 0
+    for _ in range(header.record_count):
+        length, pos = _varint(body, pos)
+        end = pos + length
+        pos += 1  # attributes
+        timestamp_delta, pos = _varint(body, pos)
+        offset_delta, pos = _varint(body, pos)
+        timestamp = (
+            header.max_timestamp if log_append_time else header.first_timestamp + timestamp_delta
+        )
+        result.append((header.base_offset + offset_delta, timestamp))
+        pos = end
+    return result
+
+
+def first_record_at_or_after(
+    batch: bytes, header: BatchHeader, timestamp: int
+) -> tuple[int, int] | None:
+    """(offset, timestamp) of the first record of ``batch`` stamped at or after ``timestamp``."""
+    for offset, record_timestamp in record_offsets_and_timestamps(batch, header):
+        if record_timestamp >= timestamp:
+            return offset, record_timestamp
+    return None

@@ -1,0 +1,310 @@
+"""The embedded broker: asyncio listener, per-connection request pipeline, lifecycle.
+
+All broker state is mutated on one event loop, so handlers need no locks. Each
+connection reads requests continuously and starts every handler at once, in request
+order, so side effects (appends) happen in the order the client sent them; responses
+are written back in that same order even when a later one is ready first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any
+
+from onceflow.broker.apis import API_TABLE
+from onceflow.broker.config import BrokerConfig, FlushPolicy
+from onceflow.broker.log.flusher import GroupFlusher
+from onceflow.broker.log.partition import LogConfig, PartitionLog
+from onceflow.broker.producer_ids import ProducerIdAllocator
+from onceflow.broker.protocol import (
+    ProtocolError,
+    decode_request,
+    encode_response,
+    peek,
+)
+from onceflow.broker.topics import TopicRegistry
+
+log = logging.getLogger(__name__)
+
+_SIZE = struct.Struct(">i")
+# Responses a connection may have outstanding before the broker stops reading from it.
+MAX_IN_FLIGHT = 100
+CLUSTER_ID = "onceflow-embedded"
+
+
+class BrokerStartError(Exception):
+    """The broker could not start (port taken, data dir unusable); message is for humans."""
+
+
+class Broker:
+    """A single-node Kafka-compatible broker.
+
+    Use as an async context manager (``async with Broker(config) as broker``) inside an
+    event loop, or through ``run_in_thread`` from synchronous code.
+    """
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self._server: asyncio.Server | None = None
+        self._lock_fd: int | None = None
+        self._data_event = asyncio.Event()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.flusher = GroupFlusher()
+        self.topics: TopicRegistry
+        self.producer_ids: ProducerIdAllocator
+        self.port = config.port
+        self.cluster_id = CLUSTER_ID
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``bootstrap.servers`` value clients use."""
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._open_data_dir()
+        try:
+            self._server = await asyncio.start_server(
+                self._serve_connection,
+                self.config.host,
+                self.config.port,
+                reuse_address=True,
+                limit=2**20,
+            )
+        except OSError as exc:
+            self._close_storage()
+            raise BrokerStartError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from exc
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("listening on %s", self.bootstrap)
+
+    def _open_data_dir(self) -> None:
+        data_dir = Path(self.config.data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BrokerStartError(
+                f"data dir {data_dir} is not usable: {exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise BrokerStartError(
+                f"data dir {data_dir} is in use by another onceflow broker"
+            ) from exc
+        try:
+            self.topics = TopicRegistry(
+                data_dir, LogConfig(segment_bytes=self.config.segment_bytes), self.notify_data
+            )
+            self.producer_ids = ProducerIdAllocator(data_dir / "producer-ids.json")
+        except OSError as exc:
+            self._release_lock()
+            raise BrokerStartError(
+                f"data dir {data_dir} is not usable: {exc.strerror or exc}"
+            ) from exc
+
+    async def stop(self) -> None:
+        """Stop accepting, finish flushing, close every file."""
+        if self._server is not None:
+            self._server.close()
+            # Aborting the transports ends each connection's read loop the normal way.
+            for writer in self._connections.values():
+                writer.transport.abort()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        await self.flusher.drain()
+        self._close_storage()
+
+    def _close_storage(self) -> None:
+        if hasattr(self, "topics"):
+            self.topics.close()
+            del self.topics
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- shared services for handlers -------------------------------------------
+
+    def notify_data(self) -> None:
+        """Wake fetches waiting for data (called when a high watermark moves)."""
+        self._data_event.set()
+        self._data_event = asyncio.Event()
+
+    async def wait_for_data(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._data_event.wait(), timeout)
+
+    def after_append(self, partition: PartitionLog) -> Awaitable[None] | None:
+        """Make an append visible per the flush policy; awaitable when acks must wait."""
+        if self.config.flush is FlushPolicy.ALWAYS:
+            return self.flusher.request(partition)
+        partition.mark_durable(partition.log_end_offset)
+        return None
+
+    # -- connections -------------------------------------------------------------
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = writer.get_extra_info("peername")
+        responses: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
+        sender = asyncio.create_task(self._send_responses(responses, writer))
+        try:
+            while not sender.done():
+                frame = await self._read_frame(reader)
+                if frame is None:
+                    break
+                outcome = self._dispatch(frame)
+                if outcome is not None:
+                    await responses.put(outcome)
+        except ProtocolError as exc:
+            log.warning("closing connection from %s: %s", peer, exc)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._connections.pop(task, None)
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            prefix = await reader.readexactly(4)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise ProtocolError("connection closed inside a size prefix") from exc
+            return None
+        (size,) = _SIZE.unpack(prefix)
+        if size < 8 or size > self.config.max_request_bytes:
+            raise ProtocolError(f"request size {size} is out of bounds")
+        try:
+            return await reader.readexactly(size)
+        except asyncio.IncompleteReadError as exc:
+            raise ProtocolError(f"connection closed after {len(exc.partial)}/{size} bytes") from exc
+
+    def _dispatch(self, frame: bytes) -> bytes | Awaitable[bytes] | None:
+        """Decode one request and start its handler; returns the response or its promise."""
+        head = peek(frame)
+        api = API_TABLE.get(head.api_key)
+        if api is None:
+            raise ProtocolError(f"unknown API key {head.api_key}")
+        if not api.min_version <= head.api_version <= api.max_version:
+            if api.unsupported_version is None:
+                raise ProtocolError(f"unsupported version {head.api_version} of API {api.name}")
+            return api.unsupported_version(self, frame)
+        header, request = decode_request(frame, head.api_key, head.api_version)
+        try:
+            outcome = api.handler(self, header, request)
+            if outcome is None:
+                return None
+            if isinstance(outcome, Awaitable):
+                return self._finish(api.name, head, outcome)
+            return encode_response(head.api_key, head.api_version, head.correlation_id, outcome)
+        except Exception as exc:
+            log.exception("handler %s failed", api.name)
+            raise ProtocolError(f"internal error in {api.name}") from exc
+
+    async def _finish(self, name: str, head: Any, pending: Awaitable[Any]) -> bytes:
+        try:
+            response = await pending
+            return encode_response(head.api_key, head.api_version, head.correlation_id, response)
+        except Exception as exc:
+            log.exception("handler %s failed", name)
+            raise ProtocolError(f"internal error in {name}") from exc
+
+    @staticmethod
+    async def _send_responses(responses: asyncio.Queue[Any], writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                item = await responses.get()
+                data = await item if isinstance(item, Awaitable) else item
+                writer.write(data)
+                await writer.drain()
+        except (ProtocolError, ConnectionError) as exc:
+            # The reader may be blocked waiting for the next request: abort wakes it.
+            log.warning("closing connection: %s", exc)
+            writer.transport.abort()
+
+
+class BrokerThread:
+    """A broker running on its own event loop in a background thread."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.broker = Broker(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="onceflow-broker")
+        self._thread.daemon = True
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def start(self) -> BrokerThread:
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.broker.start(), self._loop).result()
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.broker.stop(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> BrokerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def run_in_thread(config: BrokerConfig) -> Iterator[BrokerThread]:
+    """Run a broker in a background thread for the duration of a ``with`` block."""
+    with BrokerThread(config) as running:
+        yield running

@@ -1,0 +1,139 @@
+"""The ``onceflow`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
+from onceflow.broker.server import Broker, BrokerStartError
+
+EXIT_USAGE = 2
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onceflow",
+        description="Kafka delivery guarantees made a one-word choice, and proven.",
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    broker = commands.add_parser(
+        "broker",
+        help="run the embedded Kafka-compatible broker in the foreground",
+        description="Run a single-node, durable, Kafka-wire-compatible broker until "
+        "SIGINT or SIGTERM.",
+    )
+    broker.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    broker.add_argument(
+        "--port", type=_port, default=9092, help="port to listen on (0 picks a free one)"
+    )
+    broker.add_argument(
+        "--data-dir", type=Path, default=Path("onceflow-data"), help="where the logs live"
+    )
+    broker.add_argument(
+        "--flush",
+        choices=[p.value for p in FlushPolicy],
+        default=FlushPolicy.ALWAYS.value,
+        help="always: acknowledge only fsynced data (group commit); never: leave it to the OS",
+    )
+    broker.add_argument(
+        "--segment-bytes",
+        type=_positive,
+        default=DEFAULT_SEGMENT_BYTES,
+        help="roll a new segment file past this size",
+    )
+    broker.add_argument(
+        "--default-partitions",
+        type=_positive,
+        default=1,
+        help="partitions of auto-created topics and of CreateTopics asking for the default",
+    )
+    broker.add_argument(
+        "--no-auto-create",
+        dest="auto_create",
+        action="store_false",
+        help="do not create unknown topics on metadata or produce requests",
+    )
+    broker.set_defaults(run=_run_broker)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the order/payment demo on an embedded broker",
+        description="Start an embedded broker, push order and payment events through it "
+        "with confluent-kafka, and report what happened.",
+    )
+    demo.add_argument("--orders", type=_positive, default=5000, help="orders to send")
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args.run(args)
+
+
+def _run_broker(args: argparse.Namespace) -> int:
+    config = BrokerConfig(
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        flush=FlushPolicy(args.flush),
+        segment_bytes=args.segment_bytes,
+        default_partitions=args.default_partitions,
+        auto_create_topics=args.auto_create,
+    )
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: BrokerConfig) -> int:
+    broker = Broker(config)
+    try:
+        await broker.start()
+    except BrokerStartError as exc:
+        print(f"onceflow broker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    print(
+        f"onceflow broker listening on {broker.bootstrap} "
+        f"(data dir {config.data_dir}, flush {config.flush.value})",
+        flush=True,
+    )
+    await stopping.wait()
+    await broker.stop()
+    print("onceflow broker stopped", flush=True)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from onceflow.demo import run_demo
+
+    return run_demo(args.orders)
