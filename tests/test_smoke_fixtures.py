@@ -6,7 +6,9 @@ def _round_trip(bootstrap: str, count: int) -> list[bytes]:
     for i in range(count):
         producer.produce("t", value=b"%d" % i)
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition("t", 0, 0)])
     values = [m.value() for m in consumer.consume(count, timeout=10)]
     consumer.close()

@@ -14,10 +14,14 @@ from onceflow.broker.handlers import (
     api_versions,
     create_topics,
     fetch,
+    find_coordinator,
+    groups,
     init_producer_id,
     list_offsets,
     metadata,
+    offsets,
     produce,
+    transactions,
 )
 
 # (broker, header, request) -> response entity, an awaitable of one, or None (no answer).
@@ -42,8 +46,21 @@ API_TABLE: dict[int, Api] = {
         Api(1, "Fetch", 4, 12, fetch.handle),
         Api(2, "ListOffsets", 1, 7, list_offsets.handle),
         Api(3, "Metadata", 0, 12, metadata.handle),
+        Api(8, "OffsetCommit", 2, 8, offsets.offset_commit),
+        Api(9, "OffsetFetch", 1, 7, offsets.offset_fetch),
+        Api(10, "FindCoordinator", 0, 2, find_coordinator.handle),
+        Api(11, "JoinGroup", 0, 5, groups.join_group),
+        Api(12, "Heartbeat", 0, 3, groups.heartbeat),
+        Api(13, "LeaveGroup", 0, 1, groups.leave_group),
+        Api(14, "SyncGroup", 0, 3, groups.sync_group),
+        Api(15, "DescribeGroups", 0, 5, groups.describe_groups),
+        Api(16, "ListGroups", 0, 4, groups.list_groups),
         Api(18, "ApiVersions", 0, 3, api_versions.handle, api_versions.answer_unsupported),
         Api(19, "CreateTopics", 2, 4, create_topics.handle),
         Api(22, "InitProducerId", 0, 4, init_producer_id.handle),
+        Api(24, "AddPartitionsToTxn", 0, 3, transactions.handle_add_partitions),
+        Api(25, "AddOffsetsToTxn", 0, 3, transactions.handle_add_offsets),
+        Api(26, "EndTxn", 0, 1, transactions.handle_end_txn),
+        Api(28, "TxnOffsetCommit", 0, 3, transactions.handle_txn_offset_commit),
     )
 }

@@ -33,3 +33,14 @@ class BrokerConfig:
     node_id: int = 0
     #: Largest request frame accepted, like Kafka's socket.request.max.bytes.
     max_request_bytes: int = 100 * 1024 * 1024
+    #: Committed offsets of a group that has been empty this long are deleted
+    #: (Kafka's offsets.retention.minutes, default 7 days; fractions allowed).
+    offsets_retention_minutes: float = 7 * 24 * 60
+    #: How often expired offsets (and offsets of deleted topics) are looked for.
+    offsets_retention_check_interval_ms: int = 600_000
+    #: Session timeouts a JoinGroup may ask for (Kafka's group.min/max.session.timeout.ms).
+    group_min_session_timeout_ms: int = 6_000
+    group_max_session_timeout_ms: int = 1_800_000
+    #: How long the first join of an empty group waits for more members
+    #: (Kafka's group.initial.rebalance.delay.ms; 0 answers the first member at once).
+    group_initial_rebalance_delay_ms: int = 0

@@ -99,6 +99,13 @@ class ProducerStates:
             )
         )
 
+    def bump_epoch(self, producer_id: int, epoch: int) -> None:
+        """A transaction marker carries the producer's current epoch: older ones are fenced
+        from now on; within the same epoch sequences continue across transactions."""
+        entry = self.entries.get(producer_id)
+        if entry is None or epoch > entry.epoch:
+            self.entries[producer_id] = ProducerEntry(epoch)
+
     def to_json(self) -> dict[str, object]:
         return {
             str(pid): {

@@ -144,8 +144,8 @@ def split_produced(records: bytes) -> list[tuple[int, BatchHeader]]:
             raise InvalidBatch(ErrorCode.corrupt_message, "record batch is truncated")
         if records[pos + MAGIC_OFFSET] != 2:
             raise InvalidBatch(
-                ErrorCode.unsupported_for_message_format,
-                f"record batch magic {records[pos + MAGIC_OFFSET]} is not supported; only v2",
+                ErrorCode.invalid_record,
+                f"batch magic {records[pos + MAGIC_OFFSET]}: produce v3+ takes v2 batches only",
             )
         header = read_header(records, pos)
         if header.length < HEADER_SIZE - LOG_OVERHEAD or pos + header.size > total:
@@ -158,6 +158,12 @@ def split_produced(records: bytes) -> list[tuple[int, BatchHeader]]:
             )
         if header.is_control:
             raise InvalidBatch(ErrorCode.invalid_record, "clients may not produce control batches")
+        if header.attributes & COMPRESSION_MASK not in _DECOMPRESS:
+            # No consumer could read it back.
+            raise InvalidBatch(
+                ErrorCode.corrupt_message,
+                f"unknown compression codec {header.attributes & COMPRESSION_MASK}",
+            )
         batches.append((pos, header))
         pos += header.size
     return batches
@@ -216,21 +222,30 @@ def record_offsets_and_timestamps(batch: bytes, header: BatchHeader) -> list[tup
     codec = header.attributes & COMPRESSION_MASK
     if codec not in _DECOMPRESS:
         raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
-    body = _DECOMPRESS[codec](bytes(batch[HEADER_SIZE : header.size]))
     log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
     result = []
     pos = 0
-    for _ in range(header.record_count):
-        length, pos = _varint(body, pos)
-        end = pos + length
-        pos += 1  # attributes
-        timestamp_delta, pos = _varint(body, pos)
-        offset_delta, pos = _varint(body, pos)
-        timestamp = (
-            header.max_timestamp if log_append_time else header.first_timestamp + timestamp_delta
-        )
-        result.append((header.base_offset + offset_delta, timestamp))
-        pos = end
+    # Produce checks only the CRC, so the records inside may still be garbage.
+    try:
+        body = _DECOMPRESS[codec](bytes(batch[HEADER_SIZE : header.size]))
+        for _ in range(header.record_count):
+            length, pos = _varint(body, pos)
+            end = pos + length
+            pos += 1  # attributes
+            timestamp_delta, pos = _varint(body, pos)
+            offset_delta, pos = _varint(body, pos)
+            timestamp = (
+                header.max_timestamp
+                if log_append_time
+                else header.first_timestamp + timestamp_delta
+            )
+            result.append((header.base_offset + offset_delta, timestamp))
+            pos = end
+    except (IndexError, cramjam.DecompressionError) as exc:
+        raise InvalidBatch(
+            ErrorCode.corrupt_message,
+            f"records of the batch at offset {header.base_offset} are undecodable: {exc}",
+        ) from exc
     return result
 
 
@@ -242,3 +257,64 @@ def first_record_at_or_after(
         if record_timestamp >= timestamp:
             return offset, record_timestamp
     return None
+
+
+# -- transaction markers -------------------------------------------------------------
+
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+_CONTROL_KEY = struct.Struct(">hh")
+_CONTROL_VALUE = struct.Struct(">hi")
+
+
+def _zigzag(value: int) -> bytes:
+    raw = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while raw > 0x7F:
+        out.append((raw & 0x7F) | 0x80)
+        raw >>= 7
+    out.append(raw)
+    return bytes(out)
+
+
+def build_control_batch(
+    producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, timestamp: int
+) -> bytes:
+    """A COMMIT or ABORT marker: one control record, key (version 0, type), value
+    (version 0, coordinator epoch). Its base offset is patched on append like any batch."""
+    key = _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT)
+    value = _CONTROL_VALUE.pack(0, coordinator_epoch)
+    body = (
+        b"\x00"  # record attributes
+        + _zigzag(0)  # timestamp delta
+        + _zigzag(0)  # offset delta
+        + _zigzag(len(key))
+        + key
+        + _zigzag(len(value))
+        + value
+        + _zigzag(0)  # no headers
+    )
+    record = _zigzag(len(body)) + body
+    attributes = TRANSACTIONAL_BIT | CONTROL_BIT
+    after_crc = (
+        struct.pack(
+            ">hiqqqhii", attributes, 0, timestamp, timestamp, producer_id, producer_epoch, -1, 1
+        )
+        + record
+    )
+    crc = google_crc32c.value(after_crc)
+    length = 4 + 1 + 4 + len(after_crc)  # leader epoch, magic, crc, rest
+    return struct.pack(">qiibI", 0, length, 0, 2, crc) + after_crc
+
+
+def control_type(batch: bytes | memoryview, header: BatchHeader) -> int:
+    """CONTROL_COMMIT or CONTROL_ABORT of a control batch (its first record's key)."""
+    body = bytes(batch[HEADER_SIZE : header.size])
+    _, pos = _varint(body, 0)  # record length
+    pos += 1  # attributes
+    _, pos = _varint(body, pos)  # timestamp delta
+    _, pos = _varint(body, pos)  # offset delta
+    key_length, pos = _varint(body, pos)
+    if key_length < _CONTROL_KEY.size:
+        raise InvalidBatch(ErrorCode.corrupt_message, "control record key is too short")
+    return _CONTROL_KEY.unpack_from(body, pos)[1]

@@ -22,8 +22,10 @@ from typing import Any
 
 from onceflow.broker.apis import API_TABLE
 from onceflow.broker.config import BrokerConfig, FlushPolicy
-from onceflow.broker.log.flusher import GroupFlusher
-from onceflow.broker.log.partition import LogConfig, PartitionLog
+from onceflow.broker.groups import GroupCoordinator
+from onceflow.broker.log.flusher import Flushable, GroupFlusher
+from onceflow.broker.log.journal import Journal
+from onceflow.broker.log.partition import LogConfig
 from onceflow.broker.producer_ids import ProducerIdAllocator
 from onceflow.broker.protocol import (
     ProtocolError,
@@ -32,6 +34,7 @@ from onceflow.broker.protocol import (
     peek,
 )
 from onceflow.broker.topics import TopicRegistry
+from onceflow.broker.transactions import TransactionCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class Broker:
         self.flusher = GroupFlusher()
         self.topics: TopicRegistry
         self.producer_ids: ProducerIdAllocator
+        self.groups: GroupCoordinator
+        self.transactions: TransactionCoordinator
         self.port = config.port
         self.cluster_id = CLUSTER_ID
 
@@ -77,6 +82,8 @@ class Broker:
 
     async def start(self) -> None:
         self._open_data_dir()
+        # Finish transactions a crash interrupted before any client can look.
+        await self.transactions.start()
         try:
             self._server = await asyncio.start_server(
                 self._serve_connection,
@@ -115,6 +122,12 @@ class Broker:
                 data_dir, LogConfig(segment_bytes=self.config.segment_bytes), self.notify_data
             )
             self.producer_ids = ProducerIdAllocator(data_dir / "producer-ids.json")
+            self.groups = GroupCoordinator.open(self)
+            self.transactions = TransactionCoordinator(
+                self,
+                Journal(data_dir / "transactions.journal", self.make_durable),
+                self.groups.commit_transactional_offsets,
+            )
         except OSError as exc:
             self._release_lock()
             raise BrokerStartError(
@@ -135,6 +148,12 @@ class Broker:
         self._close_storage()
 
     def _close_storage(self) -> None:
+        if hasattr(self, "groups"):
+            self.groups.close()
+            del self.groups
+        if hasattr(self, "transactions"):
+            self.transactions.close()
+            del self.transactions
         if hasattr(self, "topics"):
             self.topics.close()
             del self.topics
@@ -163,11 +182,14 @@ class Broker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._data_event.wait(), timeout)
 
-    def after_append(self, partition: PartitionLog) -> Awaitable[None] | None:
-        """Make an append visible per the flush policy; awaitable when acks must wait."""
+    def make_durable(self, target: Flushable) -> Awaitable[None] | None:
+        """Apply the flush policy to what was just appended to ``target`` (a partition or
+        a journal): an awaitable that completes once it is on disk, or None when the
+        policy leaves flushing to the OS (then it counts as durable at once)."""
         if self.config.flush is FlushPolicy.ALWAYS:
-            return self.flusher.request(partition)
-        partition.mark_durable(partition.log_end_offset)
+            return self.flusher.request(target)
+        _, end = target.flush_targets()
+        target.mark_durable(end)
         return None
 
     # -- connections -------------------------------------------------------------
@@ -195,6 +217,11 @@ class Broker:
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # Only loop teardown cancels a connection: one accepted while stop() ran, too
+            # late for it to see. Python 3.11's stream callback logs a cancelled handler
+            # task as an unhandled error with a traceback, so end it normally instead.
             pass
         finally:
             sender.cancel()
@@ -236,7 +263,8 @@ class Broker:
             if outcome is None:
                 return None
             if isinstance(outcome, Awaitable):
-                return self._finish(api.name, head, outcome)
+                # Started now, so waits (fsync, long poll) overlap with later requests.
+                return asyncio.ensure_future(self._finish(api.name, head, outcome))
             return encode_response(head.api_key, head.api_version, head.correlation_id, outcome)
         except Exception as exc:
             log.exception("handler %s failed", api.name)

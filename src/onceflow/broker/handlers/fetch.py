@@ -47,6 +47,7 @@ def _collect(broker: Any, request: Any) -> tuple[Any, int]:
             partition = broker.topics.partition(wanted.topic, asked.partition)
             error = ErrorCode.none
             records = b""
+            aborted: tuple[Any, ...] = ()
             high_watermark = last_stable = log_start = -1
             if partition is None:
                 error = ErrorCode.unknown_topic_or_partition
@@ -67,6 +68,13 @@ def _collect(broker: Any, request: Any) -> tuple[Any, int]:
                     records = partition.read(asked.fetch_offset, limit, upper)
                     budget -= len(records)
                     total += len(records)
+                    if read_committed and records:
+                        aborted = tuple(
+                            m.AbortedTransaction(
+                                producer_id=a.producer_id, first_offset=a.first_offset
+                            )
+                            for a in partition.aborted.overlapping(asked.fetch_offset, upper)
+                        )
             urgent = urgent or error is not ErrorCode.none
             partitions.append(
                 build(
@@ -76,7 +84,7 @@ def _collect(broker: Any, request: Any) -> tuple[Any, int]:
                     high_watermark=high_watermark,
                     last_stable_offset=last_stable,
                     log_start_offset=log_start,
-                    aborted_transactions=(),
+                    aborted_transactions=aborted,
                     preferred_read_replica=-1,
                     records=records,
                 )

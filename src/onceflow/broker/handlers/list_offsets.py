@@ -7,6 +7,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.records import InvalidBatch
 
 API_KEY = 2
 LATEST = -1
@@ -35,11 +36,14 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             elif asked.timestamp in (EARLIEST, EARLIEST_LOCAL):
                 offset = partition.log_start_offset
             else:
-                found = (
-                    partition.max_timestamp_offset()
-                    if asked.timestamp == MAX_TIMESTAMP
-                    else partition.offset_for_timestamp(asked.timestamp)
-                )
+                try:
+                    found = (
+                        partition.max_timestamp_offset()
+                        if asked.timestamp == MAX_TIMESTAMP
+                        else partition.offset_for_timestamp(asked.timestamp)
+                    )
+                except InvalidBatch as exc:
+                    error, found = ErrorCode(exc.code), None
                 if found is not None:
                     offset, timestamp = found
             partitions.append(

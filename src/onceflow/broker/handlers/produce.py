@@ -9,7 +9,13 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
-from onceflow.broker.records import InvalidBatch
+from onceflow.broker.records import (
+    ATTRIBUTES_OFFSET,
+    HEADER_SIZE,
+    TRANSACTIONAL_BIT,
+    InvalidBatch,
+    read_header,
+)
 
 API_KEY = 0
 
@@ -42,13 +48,18 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             if partition is None:
                 outcome[2] = ErrorCode.unknown_topic_or_partition
                 continue
+            records = data.records or b""
+            refused = _refused_transactional(broker, topic_data.name, data.index, records)
+            if refused is not None:
+                outcome[2], outcome[5] = refused, "transactional batch refused by the coordinator"
+                continue
             try:
-                appended = partition.append(data.records or b"")
+                appended = partition.append(records)
             except InvalidBatch as exc:
                 outcome[2], outcome[5] = ErrorCode(exc.code), str(exc)
                 continue
             outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
-            wait = broker.after_append(partition)
+            wait = broker.make_durable(partition)
             if wait is not None:
                 waits[len(outcomes) - 1] = wait
 
@@ -91,3 +102,19 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
         return respond()
 
     return after_flush()
+
+
+def _refused_transactional(
+    broker: Any, topic: str, partition: int, records: bytes
+) -> ErrorCode | None:
+    """A transactional batch is appended only within its producer's current epoch and to
+    a partition added to its ongoing transaction, so that no stray write can leave a
+    transaction open on a partition the coordinator does not know about."""
+    # attributes is a big-endian int16: the flag bits live in its low byte.
+    if len(records) < HEADER_SIZE or not records[ATTRIBUTES_OFFSET + 1] & TRANSACTIONAL_BIT:
+        return None
+    header = read_header(records)
+    code = broker.transactions.verify_produce(
+        header.producer_id, header.producer_epoch, topic, partition
+    )
+    return None if code is ErrorCode.none else code

@@ -6,19 +6,24 @@ import bisect
 import dataclasses
 import logging
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.log.aborted_index import AbortedIndex, AbortedTxn
 from onceflow.broker.log.atomic import read_json, write_json_atomically
 from onceflow.broker.log.segment import Segment
 from onceflow.broker.producers import Duplicate, ProducerStates
 from onceflow.broker.records import (
+    CONTROL_ABORT,
     HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
     InvalidBatch,
+    build_control_batch,
+    control_type,
     first_record_at_or_after,
     read_header,
     split_produced,
@@ -63,8 +68,12 @@ class PartitionLog:
         self.segments: list[Segment] = []
         self._bases: list[int] = []
         self.producers = ProducerStates()
+        #: producer id -> first offset of its open transaction on this partition.
+        self.ongoing: dict[int, int] = {}
+        self.aborted = AbortedIndex(directory / "aborted.index")
         self.high_watermark = 0
-        self.unflushed: set[Segment] = set()
+        #: Files written since the last fsync round (segments, the aborted index).
+        self.unflushed: set[Segment | AbortedIndex] = set()
         self._read_hint: tuple[int, Segment, int] | None = None
         self._open()
 
@@ -80,8 +89,11 @@ class PartitionLog:
 
     @property
     def last_stable_offset(self) -> int:
-        """Where read_committed consumers stop; without open transactions, the high watermark."""
-        return self.high_watermark
+        """Where read_committed consumers stop: the first offset of the earliest open
+        transaction, or the high watermark when none is open."""
+        if not self.ongoing:
+            return self.high_watermark
+        return min(self.high_watermark, min(self.ongoing.values()))
 
     @property
     def active(self) -> Segment:
@@ -109,6 +121,7 @@ class PartitionLog:
             # An empty tail starts where the segment before it ended.
             tail.next_offset = max(tail.base_offset, self.segments[-2].next_offset)
         self.high_watermark = self.log_end_offset
+        self.aborted.load(self.log_end_offset)
         self._rebuild_producer_state()
 
     def _add_segment(self, base_offset: int) -> Segment:
@@ -118,26 +131,52 @@ class PartitionLog:
         return segment
 
     def _rebuild_producer_state(self) -> None:
-        """Load the last snapshot and replay the batch headers appended after it."""
+        """Load the last snapshot and replay the batch headers appended after it:
+        producer sequences, open transactions and aborted transactions."""
         snapshot = read_json(self.directory / SNAPSHOT_FILE)
         start = 0
         if snapshot is not None and snapshot["offset"] <= self.log_end_offset:
             self.producers = ProducerStates.from_json(snapshot["producers"])
+            self.ongoing = {int(pid): first for pid, first in snapshot["ongoing"].items()}
             start = snapshot["offset"]
         first = max(0, bisect.bisect_right(self._bases, start) - 1)
         for segment in self.segments[first:]:
             position = segment.locate(start) if segment.base_offset <= start else 0
             if position is None:
                 continue
-            for _, header in segment.headers(position):
-                if header.is_idempotent and header.base_offset >= start:
-                    self.producers.record(header)
+            for batch_position, header in segment.headers(position):
+                if header.base_offset < start:
+                    continue
+                if header.is_control:
+                    marker = control_type(segment.read(batch_position, header.size), header)
+                    self._apply_marker(header, marker == CONTROL_ABORT, recovering=True)
+                else:
+                    self._apply_data(header)
 
     def write_producer_snapshot(self) -> None:
         write_json_atomically(
             self.directory / SNAPSHOT_FILE,
-            {"offset": self.log_end_offset, "producers": self.producers.to_json()},
+            {
+                "offset": self.log_end_offset,
+                "producers": self.producers.to_json(),
+                "ongoing": {str(pid): first for pid, first in self.ongoing.items()},
+            },
         )
+
+    def _apply_data(self, header: BatchHeader) -> None:
+        if header.is_idempotent:
+            self.producers.record(header)
+        if header.is_transactional:
+            self.ongoing.setdefault(header.producer_id, header.base_offset)
+
+    def _apply_marker(self, header: BatchHeader, abort: bool, recovering: bool = False) -> None:
+        self.producers.bump_epoch(header.producer_id, header.producer_epoch)
+        first = self.ongoing.pop(header.producer_id, None)
+        if abort and first is not None:
+            entry = AbortedTxn(header.producer_id, first, header.base_offset)
+            if not (recovering and self.aborted.contains(entry)):
+                self.aborted.append(entry)
+                self.unflushed.add(self.aborted)
 
     # -- appending -------------------------------------------------------------
 
@@ -158,21 +197,36 @@ class PartitionLog:
                 self.producers.check(header)
             except Duplicate as dup:
                 return AppendResult(dup.batch.base_offset, dup.batch.last_offset, True)
-        if header.is_transactional:
-            raise InvalidBatch(
-                ErrorCode.invalid_txn_state, "transactional produce is not supported yet"
-            )
+        header = self._write(records, header)
+        self._apply_data(header)
+        return AppendResult(header.base_offset, header.last_offset, False)
+
+    def append_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> int | None:
+        """End this partition's part of a transaction; returns the marker's offset, or None
+        when the producer has no open transaction here (nothing to end)."""
+        if producer_id not in self.ongoing:
+            self.producers.bump_epoch(producer_id, producer_epoch)
+            return None
+        batch = build_control_batch(
+            producer_id, producer_epoch, commit, coordinator_epoch, int(time.time() * 1000)
+        )
+        header = self._write(batch, read_header(batch))
+        self._apply_marker(header, abort=not commit)
+        return header.base_offset
+
+    def _write(self, batch: bytes, header: BatchHeader) -> BatchHeader:
+        """Assign the next offsets to one validated batch and write it; returns its header."""
         if self.active.size and self.active.size + header.size > self.config.segment_bytes:
             self.roll()
         base = self.log_end_offset
         header = dataclasses.replace(header, base_offset=base)
         prefix = _PATCHED_PREFIX.pack(base, header.length, 0)
         segment = self.active
-        segment.append([prefix, memoryview(records)[LOG_OVERHEAD + 4 :]], [header])
+        segment.append([prefix, memoryview(batch)[LOG_OVERHEAD + 4 :]], [header])
         self.unflushed.add(segment)
-        if header.is_idempotent:
-            self.producers.record(header)
-        return AppendResult(base, header.last_offset, False)
+        return header
 
     def roll(self) -> None:
         """Close the active segment and start a new one at the log end."""
@@ -262,8 +316,8 @@ class PartitionLog:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def flush_targets(self) -> tuple[list[Segment], int]:
-        """Segments to fsync and the log end they cover; clears the dirty set."""
+    def flush_targets(self) -> tuple[list[Segment | AbortedIndex], int]:
+        """Files to fsync and the log end they cover; clears the dirty set."""
         segments = list(self.unflushed)
         self.unflushed.clear()
         return segments, self.log_end_offset
@@ -271,6 +325,8 @@ class PartitionLog:
     def close(self) -> None:
         for segment in self.segments:
             segment.fsync()
+        self.aborted.fsync()
         self.write_producer_snapshot()
         for segment in self.segments:
             segment.close()
+        self.aborted.close()

@@ -1,0 +1,118 @@
+"""OffsetCommit and OffsetFetch: committed consumer-group offsets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.offsets import CommittedOffset, TopicPartition
+from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+
+OFFSET_COMMIT = 8
+OFFSET_FETCH = 9
+# OffsetFetch v1 has no top-level error code and cannot ask for "all topics".
+_FETCH_ALL_SINCE = 2
+
+
+def _by_topic(items: dict[TopicPartition, Any]) -> dict[str, list[tuple[int, Any]]]:
+    grouped: dict[str, list[tuple[int, Any]]] = {}
+    for (topic, partition), value in items.items():
+        grouped.setdefault(topic, []).append((partition, value))
+    return grouped
+
+
+def offset_commit(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(OFFSET_COMMIT, request.__version__)
+    offsets: dict[TopicPartition, tuple[int, int, str | None]] = {}
+    for topic in request.topics:
+        for p in topic.partitions:
+            offsets[(topic.name, p.partition_index)] = (
+                p.committed_offset,
+                getattr(p, "committed_leader_epoch", -1),
+                p.committed_metadata,
+            )
+    errors, flushed = broker.groups.commit_offsets(
+        group_id=request.group_id,
+        generation=request.generation_id_or_member_epoch,
+        member_id=request.member_id,
+        instance_id=getattr(request, "group_instance_id", None),
+        offsets=offsets,
+    )
+
+    def respond() -> Any:
+        return build(
+            m.OffsetCommitResponse,
+            throttle_time=NO_THROTTLE,
+            topics=tuple(
+                build(
+                    m.OffsetCommitResponseTopic,
+                    name=name,
+                    partitions=tuple(
+                        build(m.OffsetCommitResponsePartition, partition_index=index, error_code=e)
+                        for index, e in parts
+                    ),
+                )
+                for name, parts in _by_topic(errors).items()
+            ),
+        )
+
+    if flushed is None:
+        return respond()
+
+    async def after_flush() -> Any:
+        try:
+            await flushed
+        except OSError:
+            # Not durable: the client must retry (a retriable coordinator error).
+            for tp, error in errors.items():
+                if error is ErrorCode.none:
+                    errors[tp] = ErrorCode.coordinator_not_available
+        return respond()
+
+    return after_flush()
+
+
+def offset_fetch(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(OFFSET_FETCH, request.__version__)
+    wanted: list[TopicPartition] | None = None
+    if request.topics is not None or request.__version__ < _FETCH_ALL_SINCE:
+        wanted = [(t.name, index) for t in request.topics or () for index in t.partition_indexes]
+    found, flushed = broker.groups.fetch_offsets(request.group_id, wanted)
+
+    def respond(error: ErrorCode) -> Any:
+        def partition(index: int, committed: CommittedOffset | None) -> Any:
+            return build(
+                m.OffsetFetchResponsePartition,
+                partition_index=index,
+                committed_offset=committed.offset if committed else -1,
+                committed_leader_epoch=committed.leader_epoch if committed else -1,
+                metadata=committed.metadata if committed else "",
+                error_code=error,
+            )
+
+        return build(
+            m.OffsetFetchResponse,
+            throttle_time=NO_THROTTLE,
+            error_code=error,
+            topics=tuple(
+                build(
+                    m.OffsetFetchResponseTopic,
+                    name=name,
+                    partitions=tuple(partition(index, c) for index, c in parts),
+                )
+                for name, parts in _by_topic(found).items()
+            ),
+        )
+
+    if flushed is None:
+        return respond(ErrorCode.none)
+
+    async def after_flush() -> Any:
+        try:
+            await flushed
+        except OSError:
+            return respond(ErrorCode.coordinator_not_available)
+        return respond(ErrorCode.none)
+
+    return after_flush()

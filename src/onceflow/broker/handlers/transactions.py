@@ -1,0 +1,197 @@
+"""AddPartitionsToTxn, AddOffsetsToTxn, EndTxn: thin translations to the coordinator."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.transactions import TxnError
+
+ADD_PARTITIONS_KEY = 24
+ADD_OFFSETS_KEY = 25
+END_TXN_KEY = 26
+
+
+def client_error(code: ErrorCode, version: int, fenced_since: int) -> ErrorCode:
+    """PRODUCER_FENCED arrived in later versions; older clients expect INVALID_PRODUCER_EPOCH."""
+    if code is ErrorCode.producer_fenced and version < fenced_since:
+        return ErrorCode.invalid_producer_epoch
+    return code
+
+
+def answer_after(
+    start: Callable[[], Awaitable[Any]],
+    respond: Callable[[ErrorCode], Any],
+    version: int,
+    fenced_since: int = 2,
+) -> Any:
+    """Run a coordinator call: its synchronous refusal or its durable completion becomes
+    the response (the error code is translated for the request's version)."""
+    try:
+        pending = start()
+    except TxnError as exc:
+        return respond(client_error(exc.code, version, fenced_since))
+
+    async def finish() -> Any:
+        try:
+            await pending
+        except TxnError as exc:
+            return respond(client_error(exc.code, version, fenced_since))
+        return respond(ErrorCode.none)
+
+    return finish()
+
+
+def handle_add_partitions(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(ADD_PARTITIONS_KEY, request.__version__)
+    topics = request.v3_and_below_topics
+    unknown = {
+        (t.name, p)
+        for t in topics
+        for p in t.partitions
+        if broker.topics.partition(t.name, p) is None
+    }
+
+    def respond(error: ErrorCode) -> Any:
+        def code(name: str, index: int) -> ErrorCode:
+            if not unknown:
+                return error
+            if (name, index) in unknown:
+                return ErrorCode.unknown_topic_or_partition
+            return ErrorCode.operation_not_attempted
+
+        return build(
+            m.AddPartitionsToTxnResponse,
+            throttle_time=NO_THROTTLE,
+            results_by_topic_v3_and_below=tuple(
+                build(
+                    m.AddPartitionsToTxnTopicResult,
+                    name=t.name,
+                    results_by_partition=tuple(
+                        build(
+                            m.AddPartitionsToTxnPartitionResult,
+                            partition_index=p,
+                            partition_error_code=code(t.name, p),
+                        )
+                        for p in t.partitions
+                    ),
+                )
+                for t in topics
+            ),
+        )
+
+    if unknown:
+        return respond(ErrorCode.none)
+    return answer_after(
+        lambda: broker.transactions.add_partitions(
+            request.v3_and_below_transactional_id,
+            request.v3_and_below_producer_id,
+            request.v3_and_below_producer_epoch,
+            [(t.name, p) for t in topics for p in t.partitions],
+        ),
+        respond,
+        request.__version__,
+    )
+
+
+def _simple(api_key: int, response_class: str) -> Callable[[int], Callable[[ErrorCode], Any]]:
+    def for_version(version: int) -> Callable[[ErrorCode], Any]:
+        cls = getattr(response_module(api_key, version), response_class)
+        return lambda error: build(cls, throttle_time=NO_THROTTLE, error_code=error)
+
+    return for_version
+
+
+_add_offsets_response = _simple(ADD_OFFSETS_KEY, "AddOffsetsToTxnResponse")
+_end_txn_response = _simple(END_TXN_KEY, "EndTxnResponse")
+
+
+def handle_add_offsets(broker: Any, header: Any, request: Any) -> Any:
+    return answer_after(
+        lambda: broker.transactions.add_offsets(
+            request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            request.group_id,
+        ),
+        _add_offsets_response(request.__version__),
+        request.__version__,
+    )
+
+
+def handle_end_txn(broker: Any, header: Any, request: Any) -> Any:
+    return answer_after(
+        lambda: broker.transactions.end_txn(
+            request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            request.committed,
+        ),
+        _end_txn_response(request.__version__),
+        request.__version__,
+    )
+
+
+TXN_OFFSET_COMMIT_KEY = 28
+# TxnOffsetCommit answers PRODUCER_FENCED only from this version on.
+TXN_OFFSET_COMMIT_FENCED_SINCE = 3
+
+
+def handle_txn_offset_commit(broker: Any, header: Any, request: Any) -> Any:
+    """Offsets staged in the transaction; KIP-447: a consumer's group generation is checked
+    so that a zombie whose partitions moved cannot commit offsets for them."""
+    m = response_module(TXN_OFFSET_COMMIT_KEY, request.__version__)
+    offsets = {
+        (t.name, p.partition_index): (
+            p.committed_offset,
+            getattr(p, "committed_leader_epoch", -1),
+            p.committed_metadata,
+        )
+        for t in request.topics
+        for p in t.partitions
+    }
+
+    def respond(error: ErrorCode) -> Any:
+        return build(
+            m.TxnOffsetCommitResponse,
+            throttle_time=NO_THROTTLE,
+            topics=tuple(
+                build(
+                    m.TxnOffsetCommitResponseTopic,
+                    name=t.name,
+                    partitions=tuple(
+                        build(
+                            m.TxnOffsetCommitResponsePartition,
+                            partition_index=p.partition_index,
+                            error_code=error,
+                        )
+                        for p in t.partitions
+                    ),
+                )
+                for t in request.topics
+            ),
+        )
+
+    member_error = broker.groups.check_transactional_commit(
+        request.group_id,
+        getattr(request, "generation_id", -1),
+        getattr(request, "member_id", ""),
+        getattr(request, "group_instance_id", None),
+    )
+    if member_error is not ErrorCode.none:
+        return respond(member_error)
+    return answer_after(
+        lambda: broker.transactions.stage_offsets(
+            request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            request.group_id,
+            offsets,
+        ),
+        respond,
+        request.__version__,
+        TXN_OFFSET_COMMIT_FENCED_SINCE,
+    )

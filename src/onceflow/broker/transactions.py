@@ -1,0 +1,382 @@
+"""The transaction coordinator: transactional ids, epochs, and the two-phase commit.
+
+State changes are written to a journal and made durable before the client hears of
+them. Ending a transaction goes PREPARE_COMMIT/PREPARE_ABORT (durable) -> markers on
+every partition of the transaction (durable) -> pending group offsets materialised on
+commit -> COMPLETE_*. A restart finishes any prepared transaction, keeps ongoing ones
+(their producer may still commit them; the timeout aborts them otherwise) and aborts
+transactions that a partition shows open but the coordinator does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.log.journal import Journal
+
+log = logging.getLogger(__name__)
+
+MAX_EPOCH = 32767
+#: Like Kafka's transaction.max.timeout.ms.
+MAX_TRANSACTION_TIMEOUT_MS = 15 * 60 * 1000
+EXPIRY_CHECK_SECONDS = 0.25
+COORDINATOR_EPOCH = 0
+TopicPartition = tuple[str, int]
+
+
+class TxnState(enum.StrEnum):
+    EMPTY = "Empty"
+    ONGOING = "Ongoing"
+    PREPARE_COMMIT = "PrepareCommit"
+    PREPARE_ABORT = "PrepareAbort"
+    COMPLETE_COMMIT = "CompleteCommit"
+    COMPLETE_ABORT = "CompleteAbort"
+
+
+PREPARED = (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT)
+
+
+class TxnError(Exception):
+    """A transactional request that must be refused with ``code``."""
+
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or code.name)
+        self.code = code
+
+
+@dataclasses.dataclass
+class Transaction:
+    transactional_id: str
+    producer_id: int
+    epoch: int
+    timeout_ms: int
+    state: TxnState = TxnState.EMPTY
+    #: The epoch before a coordinator-side bump (timeout abort), for KIP-360 recovery.
+    last_epoch: int = -1
+    partitions: set[TopicPartition] = dataclasses.field(default_factory=set)
+    #: group id -> {(topic, partition): (offset, leader epoch, metadata)}
+    pending_offsets: dict[str, dict[TopicPartition, tuple[int, int, str | None]]] = (
+        dataclasses.field(default_factory=dict)
+    )
+    started_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.transactional_id,
+            "pid": self.producer_id,
+            "epoch": self.epoch,
+            "last_epoch": self.last_epoch,
+            "timeout_ms": self.timeout_ms,
+            "state": self.state.value,
+            "partitions": sorted([t, p] for t, p in self.partitions),
+            "offsets": {
+                group: [[t, p, *value] for (t, p), value in offsets.items()]
+                for group, offsets in self.pending_offsets.items()
+            },
+            "started_ms": self.started_ms,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Transaction:
+        return cls(
+            transactional_id=raw["id"],
+            producer_id=raw["pid"],
+            epoch=raw["epoch"],
+            last_epoch=raw["last_epoch"],
+            timeout_ms=raw["timeout_ms"],
+            state=TxnState(raw["state"]),
+            partitions={(t, p) for t, p in raw["partitions"]},
+            pending_offsets={
+                group: {(t, p): (offset, epoch, meta) for t, p, offset, epoch, meta in entries}
+                for group, entries in raw["offsets"].items()
+            },
+            started_ms=raw["started_ms"],
+        )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TransactionCoordinator:
+    """Owns every transactional id's state; runs on the broker's event loop."""
+
+    def __init__(
+        self,
+        broker: Any,
+        journal: Journal,
+        materialize_offsets: Callable[[str, dict[TopicPartition, Any]], Awaitable[None] | None],
+    ) -> None:
+        self._broker = broker
+        self._journal = journal
+        self._materialize_offsets = materialize_offsets
+        self.transactions: dict[str, Transaction] = {}
+        self._by_producer: dict[int, Transaction] = {}
+        self._expiry: asyncio.Task[None] | None = None
+        for raw in journal.replay():
+            self._index(Transaction.from_json(raw))
+
+    def _index(self, txn: Transaction) -> None:
+        self.transactions[txn.transactional_id] = txn
+        self._by_producer[txn.producer_id] = txn
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Finish what a crash interrupted, then start enforcing timeouts."""
+        for txn in list(self.transactions.values()):
+            if txn.state in PREPARED:
+                await self._complete(txn)
+        await self._abort_hanging()
+        self._expiry = asyncio.create_task(self._expire_forever())
+
+    def close(self) -> None:
+        """Stop enforcing timeouts and compact the journal (at shutdown)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._journal.rewrite([t.to_json() for t in self.transactions.values()])
+        self._journal.close()
+
+    async def _abort_hanging(self) -> None:
+        """Abort transactions left open in a partition that no coordinator state covers."""
+        waits = []
+        for topic in self._broker.topics.topics.values():
+            for index, partition in enumerate(topic.partitions):
+                for producer_id in list(partition.ongoing):
+                    txn = self._by_producer.get(producer_id)
+                    covered = (
+                        txn is not None
+                        and txn.state is TxnState.ONGOING
+                        and (topic.name, index) in txn.partitions
+                    )
+                    if not covered:
+                        log.warning(
+                            "aborting hanging transaction of producer %d on %s-%d",
+                            producer_id, topic.name, index,
+                        )  # fmt: skip
+                        epoch = partition.producers.entries[producer_id].epoch
+                        partition.append_marker(producer_id, epoch, False, COORDINATOR_EPOCH)
+                        waits.append(self._broker.make_durable(partition))
+        await _all(waits)
+
+    # -- InitProducerId --------------------------------------------------------
+
+    def init_producer_id(
+        self, transactional_id: str, timeout_ms: int, producer_id: int, epoch: int
+    ) -> Awaitable[tuple[int, int]]:
+        """(producer id, epoch) for a transactional producer, fencing older incarnations."""
+        if not 0 < timeout_ms <= MAX_TRANSACTION_TIMEOUT_MS:
+            raise TxnError(
+                ErrorCode.invalid_transaction_timeout,
+                f"transaction.timeout.ms must be in 1..{MAX_TRANSACTION_TIMEOUT_MS}",
+            )
+        txn = self.transactions.get(transactional_id)
+        if txn is None:
+            if producer_id != -1:
+                raise TxnError(ErrorCode.invalid_producer_id_mapping)
+            txn = Transaction(transactional_id, self._broker.producer_ids.allocate(), 0, timeout_ms)
+            self._index(txn)
+            return self._persist_then(txn, lambda: (txn.producer_id, txn.epoch))
+        if txn.state in PREPARED:
+            raise TxnError(ErrorCode.concurrent_transactions)
+        if producer_id != -1:
+            # KIP-360: a producer re-initialising with its own id and epoch keeps its id.
+            if producer_id != txn.producer_id:
+                raise TxnError(ErrorCode.invalid_producer_id_mapping)
+            if epoch not in (txn.epoch, txn.last_epoch):
+                raise TxnError(ErrorCode.producer_fenced)
+        self._bump_epoch(txn)
+        # The previous incarnation's transaction can never finish: abort it.
+        aborting = self._prepare(txn, commit=False) if txn.state is TxnState.ONGOING else None
+        return self._reinit(txn, timeout_ms, aborting)
+
+    async def _reinit(
+        self, txn: Transaction, timeout_ms: int, aborting: Awaitable[None] | None
+    ) -> tuple[int, int]:
+        if aborting is not None:
+            await aborting
+        txn.timeout_ms = timeout_ms
+        txn.state = TxnState.EMPTY
+        await _all([self._journal.append(txn.to_json())])
+        return txn.producer_id, txn.epoch
+
+    def _bump_epoch(self, txn: Transaction) -> None:
+        txn.last_epoch = txn.epoch
+        if txn.epoch + 1 >= MAX_EPOCH:
+            del self._by_producer[txn.producer_id]
+            txn.producer_id = self._broker.producer_ids.allocate()
+            txn.epoch = 0
+            self._by_producer[txn.producer_id] = txn
+        else:
+            txn.epoch += 1
+
+    # -- adding to a transaction -----------------------------------------------
+
+    def _active(self, transactional_id: str, producer_id: int, epoch: int) -> Transaction:
+        txn = self.transactions.get(transactional_id)
+        if txn is None or txn.producer_id != producer_id:
+            raise TxnError(ErrorCode.invalid_producer_id_mapping)
+        if epoch != txn.epoch:
+            raise TxnError(ErrorCode.producer_fenced)
+        if txn.state in PREPARED:
+            raise TxnError(ErrorCode.concurrent_transactions)
+        return txn
+
+    def _begin(self, txn: Transaction) -> None:
+        if txn.state is not TxnState.ONGOING:
+            txn.state = TxnState.ONGOING
+            txn.partitions.clear()
+            txn.pending_offsets.clear()
+            txn.started_ms = _now_ms()
+
+    def add_partitions(
+        self, transactional_id: str, producer_id: int, epoch: int, partitions: list[TopicPartition]
+    ) -> Awaitable[None]:
+        txn = self._active(transactional_id, producer_id, epoch)
+        self._begin(txn)
+        txn.partitions.update(partitions)
+        return self._persist_then(txn, lambda: None)
+
+    def add_offsets(
+        self, transactional_id: str, producer_id: int, epoch: int, group_id: str
+    ) -> Awaitable[None]:
+        txn = self._active(transactional_id, producer_id, epoch)
+        self._begin(txn)
+        txn.pending_offsets.setdefault(group_id, {})
+        return self._persist_then(txn, lambda: None)
+
+    def stage_offsets(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        epoch: int,
+        group_id: str,
+        offsets: dict[TopicPartition, tuple[int, int, str | None]],
+    ) -> Awaitable[None]:
+        """TxnOffsetCommit: offsets wait in the transaction until it commits."""
+        txn = self._active(transactional_id, producer_id, epoch)
+        if txn.state is not TxnState.ONGOING or group_id not in txn.pending_offsets:
+            raise TxnError(
+                ErrorCode.invalid_txn_state, f"AddOffsetsToTxn for group {group_id!r} came first?"
+            )
+        txn.pending_offsets[group_id].update(offsets)
+        return self._persist_then(txn, lambda: None)
+
+    def verify_produce(self, producer_id: int, epoch: int, topic: str, partition: int) -> ErrorCode:
+        """May a transactional batch be appended? Only within the producer's current
+        epoch and to a partition added to its ongoing transaction."""
+        txn = self._by_producer.get(producer_id)
+        if txn is None:
+            return ErrorCode.invalid_producer_id_mapping
+        if epoch < txn.epoch:
+            return ErrorCode.invalid_producer_epoch
+        if txn.state is not TxnState.ONGOING or (topic, partition) not in txn.partitions:
+            return ErrorCode.invalid_txn_state
+        return ErrorCode.none
+
+    # -- ending ----------------------------------------------------------------
+
+    def end_txn(
+        self, transactional_id: str, producer_id: int, epoch: int, commit: bool
+    ) -> Awaitable[None]:
+        txn = self.transactions.get(transactional_id)
+        if txn is None or txn.producer_id != producer_id:
+            raise TxnError(ErrorCode.invalid_producer_id_mapping)
+        if epoch != txn.epoch:
+            raise TxnError(ErrorCode.producer_fenced)
+        wanted = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
+        if txn.state is wanted:
+            return _done()  # a retry of an EndTxn that already completed
+        if txn.state in PREPARED:
+            raise TxnError(ErrorCode.concurrent_transactions)
+        if txn.state is not TxnState.ONGOING:
+            raise TxnError(
+                ErrorCode.invalid_txn_state,
+                f"cannot {'commit' if commit else 'abort'} in state {txn.state.value}",
+            )
+        return self._prepare(txn, commit)
+
+    def _prepare(self, txn: Transaction, commit: bool) -> Awaitable[None]:
+        """Enter the prepared state now (concurrent requests see it at once); the
+        returned awaitable completes the transaction once the decision is durable."""
+        txn.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
+        decided = self._journal.append(txn.to_json())
+        return self._complete_after(decided, txn)
+
+    async def _complete_after(self, decided: Awaitable[None] | None, txn: Transaction) -> None:
+        await _all([decided])
+        await self._complete(txn)
+
+    async def _complete(self, txn: Transaction) -> None:
+        """Write the markers of a prepared transaction and record its completion."""
+        commit = txn.state is TxnState.PREPARE_COMMIT
+        waits = []
+        for topic, index in sorted(txn.partitions):
+            partition = self._broker.topics.partition(topic, index)
+            if partition is None:
+                continue  # the topic was deleted
+            if partition.append_marker(txn.producer_id, txn.epoch, commit, COORDINATOR_EPOCH):
+                waits.append(self._broker.make_durable(partition))
+        if commit:
+            for group, offsets in txn.pending_offsets.items():
+                waits.append(self._materialize_offsets(group, offsets))
+        await _all(waits)
+        txn.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
+        txn.partitions.clear()
+        txn.pending_offsets.clear()
+        # Not awaited: a crash before this is durable replays the prepared state, and
+        # completing it again is harmless (markers are only written where still open).
+        self._journal.append(txn.to_json())
+        self._maybe_compact()
+
+    # -- timeouts --------------------------------------------------------------
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+            now = _now_ms()
+            for txn in list(self.transactions.values()):
+                if txn.state is TxnState.ONGOING and now - txn.started_ms > txn.timeout_ms:
+                    log.info("aborting transaction %r: timed out", txn.transactional_id)
+                    # Fence the silent producer: its epoch can no longer write or commit.
+                    self._bump_epoch(txn)
+                    try:
+                        await self._prepare(txn, commit=False)
+                    except Exception:
+                        log.exception("aborting %r failed", txn.transactional_id)
+
+    # -- persistence -----------------------------------------------------------
+
+    def _persist_then(self, txn: Transaction, result: Callable[[], Any]) -> Awaitable[Any]:
+        """Journal the state now; the awaitable yields ``result()`` once it is durable."""
+        return _then(self._journal.append(txn.to_json()), result)
+
+    def _maybe_compact(self) -> None:
+        if self._journal.records_written > 1000 + 10 * len(self.transactions):
+            self._journal.rewrite([t.to_json() for t in self.transactions.values()])
+
+    def describe(self) -> Iterable[Transaction]:
+        return self.transactions.values()
+
+
+async def _all(waits: list[Awaitable[None] | None]) -> None:
+    pending = [w for w in waits if w is not None]
+    if pending:
+        await asyncio.gather(*pending)
+
+
+async def _done() -> None:
+    return None
+
+
+async def _then(wait: Awaitable[None] | None, result: Callable[[], Any]) -> Any:
+    await _all([wait])
+    return result()
