@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--orders", type=_positive, default=5000, help="orders to send")
     demo.set_defaults(run=_run_demo)
+
+    config = commands.add_parser(
+        "config",
+        help="print the client settings a delivery guarantee needs, and why",
+        description="Print the producer and consumer settings of a guarantee "
+        "(at-most-once, at-least-once, exactly-once) with a reason for each.",
+    )
+    config.add_argument("guarantee", help="at-most-once, at-least-once or exactly-once")
+    config.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    config.set_defaults(run=_run_config)
     return parser
 
 
@@ -137,3 +147,32 @@ def _run_demo(args: argparse.Namespace) -> int:
     from onceflow.demo import run_demo
 
     return run_demo(args.orders)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from onceflow.guarantees import Guarantee, settings_table
+
+    try:
+        guarantee = Guarantee.parse(args.guarantee)
+    except ValueError as exc:
+        print(f"onceflow config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = settings_table(guarantee)
+    if args.json:
+        print(json.dumps({"guarantee": guarantee.value, "settings": rows}, indent=2))
+        return 0
+    table = Table(title=f"{guarantee.value}: client settings")
+    for column in ("client", "setting", "value", "required", "reason"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["client"], row["key"], str(row["value"]), "yes" if row["required"] else "default",
+            row["reason"],
+        )  # fmt: skip
+    Console(width=160).print(table)
+    return 0

@@ -1,0 +1,303 @@
+"""Commit policies: the one thing the three guarantees do differently.
+
+The runner's loop calls ``on_batch`` with polled records, ``maybe_commit`` after
+each poll, ``on_assign``/``on_revoke`` from the rebalance callbacks and ``abandon``
+when the loop dies with an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from onceflow.guarantees import Guarantee
+from onceflow.processing.errors import ProducerFencedError
+from onceflow.processing.records import Record
+from onceflow.processing.runner import AFTER_COMMIT, BEFORE_COMMIT, RECORD_PROCESSED, Runner
+from onceflow.processing.sinks.sink import TopicPartitionKey
+
+log = logging.getLogger(__name__)
+
+# Rebuilding a fenced producer this many times in a row without a successful commit
+# means something else keeps fencing us: stop instead of spinning.
+MAX_REBUILDS = 3
+MAX_COMMIT_RETRIES = 5
+
+
+def _offsets(positions: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
+    return [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+
+
+class CommitPolicy:
+    """Tracks processed positions and commits them; subclasses pick when and how."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.pending: dict[TopicPartitionKey, int] = {}
+        self.pending_since: float | None = None
+        self.pending_count = 0
+
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    def _process(self, records: list[Record]) -> None:
+        for record in records:
+            self.runner.handle(record)
+            self.pending[(record.topic, record.partition)] = record.offset + 1
+            self.pending_count += 1
+            if self.pending_since is None:
+                self.pending_since = time.monotonic()
+            self.runner.fault(RECORD_PROCESSED)
+
+    def _due(self, force: bool) -> bool:
+        if not self.pending:
+            return False
+        if force or self.pending_count >= self.runner.commit_every:
+            return True
+        assert self.pending_since is not None
+        return time.monotonic() - self.pending_since >= self.runner.commit_interval
+
+    def _clear(self) -> None:
+        self.pending.clear()
+        self.pending_since = None
+        self.pending_count = 0
+
+    def _flush_producer(self) -> None:
+        producer = self.runner.producer
+        if producer is None:
+            return
+        remaining = producer.flush(self.runner.timeout)
+        failures = self.runner.take_delivery_failures()
+        if remaining or failures:
+            raise KafkaException(failures[0] if failures else KafkaError(KafkaError._MSG_TIMED_OUT))
+
+    def on_batch(self, records: list[Record]) -> None:
+        raise NotImplementedError
+
+    def maybe_commit(self, force: bool) -> None:
+        """Commit processed work if enough is pending (or ``force``)."""
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions arrived; the default starts at the group's committed offsets."""
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions are leaving: commit what was processed."""
+        self.maybe_commit(force=True)
+
+    def abandon(self) -> None:
+        """The loop failed: drop uncommitted work so nothing commits it later."""
+        if self.runner.sink is not None:
+            self.runner.sink.rollback()
+        self._clear()
+
+
+class AtMostOnce(CommitPolicy):
+    """Commit the batch's positions synchronously, then process it."""
+
+    def on_batch(self, records: list[Record]) -> None:
+        assert self.runner.consumer is not None
+        positions: dict[TopicPartitionKey, int] = {}
+        for record in records:
+            positions[(record.topic, record.partition)] = record.offset + 1
+        self.runner.consumer.commit(offsets=_offsets(positions), asynchronous=False)
+        self.runner.stats.commits += 1
+        self.runner.fault(AFTER_COMMIT)
+        self._process(records)
+        if self.runner.sink is not None:
+            self.runner.sink.commit(self.runner.group, self.pending)
+        self._clear()
+
+
+class AtLeastOnce(CommitPolicy):
+    """Process, make the outputs durable, then commit the positions synchronously."""
+
+    def maybe_commit(self, force: bool) -> None:
+        if not self._due(force):
+            return
+        consumer = self.runner.consumer
+        assert consumer is not None
+        if self.runner.sink is not None:
+            self.runner.sink.commit(self.runner.group, self.pending)
+        self._flush_producer()
+        self.runner.fault(BEFORE_COMMIT)
+        consumer.commit(offsets=_offsets(self.pending), asynchronous=False)
+        self.runner.stats.commits += 1
+        self._clear()
+        self.runner.fault(AFTER_COMMIT)
+
+    def on_batch(self, records: list[Record]) -> None:
+        self._process(records)
+
+
+class KafkaTransactions(CommitPolicy):
+    """Outputs and positions in one Kafka transaction (KIP-447 group metadata).
+
+    An idempotent database sink commits just before the Kafka transaction: if the
+    transaction then aborts, the redone records find their rows already written.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__(runner)
+        self.in_txn = False
+        self.rebuilds_in_a_row = 0
+
+    def has_pending(self) -> bool:
+        return self.in_txn or bool(self.pending)
+
+    def on_batch(self, records: list[Record]) -> None:
+        producer = self.runner.producer
+        assert producer is not None
+        try:
+            if not self.in_txn:
+                producer.begin_transaction()
+                self.in_txn = True
+            self._process(records)
+        except KafkaException as exc:
+            self._recover(exc)
+
+    def maybe_commit(self, force: bool) -> None:
+        if not self.in_txn:
+            return
+        if not self.pending:
+            # Only possible after a recovery emptied the batch: nothing to keep.
+            if force:
+                self._abort()
+            return
+        if not self._due(force):
+            return
+        try:
+            self._commit()
+        except KafkaException as exc:
+            self._recover(exc)
+
+    def _commit(self) -> None:
+        runner = self.runner
+        producer, consumer = runner.producer, runner.consumer
+        assert producer is not None and consumer is not None
+        if runner.sink is not None:
+            runner.sink.commit(runner.group, self.pending)
+        producer.send_offsets_to_transaction(
+            _offsets(self.pending), consumer.consumer_group_metadata(), runner.timeout
+        )
+        runner.fault(BEFORE_COMMIT)
+        for attempt in range(MAX_COMMIT_RETRIES):
+            try:
+                producer.commit_transaction(runner.timeout)
+                break
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or attempt == MAX_COMMIT_RETRIES - 1:
+                    raise
+        self.in_txn = False
+        self.rebuilds_in_a_row = 0
+        runner.stats.commits += 1
+        self._clear()
+        runner.fault(AFTER_COMMIT)
+
+    def _abort(self) -> None:
+        producer = self.runner.producer
+        assert producer is not None
+        if self.in_txn:
+            producer.abort_transaction(self.runner.timeout)
+            self.in_txn = False
+            self.runner.stats.aborts += 1
+        if self.runner.sink is not None:
+            self.runner.sink.rollback()
+        self._clear()
+
+    def _recover(self, exc: KafkaException) -> None:
+        error: KafkaError = exc.args[0]
+        if error.txn_requires_abort():
+            log.warning("aborting transaction after abortable error: %s", error)
+            try:
+                self._abort()
+                self.runner.rewind()
+                return
+            except KafkaException as abort_exc:
+                # The abort itself can find the producer fenced: rebuild below.
+                exc, error = abort_exc, abort_exc.args[0]
+        # Fenced or fatal: this producer is dead. Build a new one and start over from
+        # the committed positions; repeated fencing is surfaced, never swallowed.
+        log.error("transactional producer failed (%s); rebuilding it", error)
+        self.rebuilds_in_a_row += 1
+        if self.rebuilds_in_a_row > MAX_REBUILDS:
+            raise ProducerFencedError(
+                f"producer {self.runner.transactional_id} failed {MAX_REBUILDS} times "
+                f"in a row: {error}"
+            ) from exc
+        if self.runner.sink is not None:
+            self.runner.sink.rollback()
+        self.in_txn = False
+        self._clear()
+        self.runner.take_delivery_failures()
+        self.runner.producer = self.runner.new_producer()
+        self.runner.stats.producer_rebuilds += 1
+        self.runner.rewind()
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The transaction holds offsets of partitions that are leaving: finish it now,
+        # while this member still owns them.
+        self.maybe_commit(force=True)
+
+    def abandon(self) -> None:
+        try:
+            if self.in_txn and self.runner.producer is not None:
+                self._abort()
+        except KafkaException as exc:
+            log.error("abort during shutdown failed: %s", exc)
+        super().abandon()
+        self.in_txn = False
+
+
+class DatabaseTransactions(CommitPolicy):
+    """Rows and positions in one database transaction; the database owns the positions."""
+
+    def on_batch(self, records: list[Record]) -> None:
+        self._process(records)
+
+    def maybe_commit(self, force: bool) -> None:
+        if not self._due(force):
+            return
+        runner = self.runner
+        assert runner.sink is not None and runner.consumer is not None
+        try:
+            runner.sink.commit(runner.group, self.pending)
+        except Exception:
+            runner.sink.rollback()
+            stored = runner.sink.stored_offsets(runner.group, self.pending)
+            self._clear()
+            runner.rewind(stored)
+            raise
+        runner.fault(BEFORE_COMMIT)  # the database has it; Kafka does not yet
+        runner.stats.commits += 1
+        try:
+            # Informational only (lag monitoring); the database is the truth.
+            runner.consumer.commit(offsets=_offsets(self.pending), asynchronous=True)
+        except KafkaException as exc:
+            log.info("informational group commit failed: %s", exc)
+        self._clear()
+        runner.fault(AFTER_COMMIT)
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        sink = self.runner.sink
+        assert sink is not None
+        stored = sink.stored_offsets(
+            self.runner.group, [(p.topic, p.partition) for p in partitions]
+        )
+        for p in partitions:
+            offset = stored.get((p.topic, p.partition))
+            if offset is not None:
+                p.offset = offset
+        consumer.assign(partitions)
+
+
+def policy_for(runner: Runner) -> CommitPolicy:
+    """The commit policy that implements the runner's guarantee."""
+    if runner.guarantee is Guarantee.AT_MOST_ONCE:
+        return AtMostOnce(runner)
+    if runner.guarantee is Guarantee.AT_LEAST_ONCE:
+        return AtLeastOnce(runner)
+    if runner.db_is_commit_point:
+        return DatabaseTransactions(runner)
+    return KafkaTransactions(runner)

@@ -1,0 +1,336 @@
+"""The runner: one consume-process-produce loop; the guarantee picks its commit policy."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from onceflow.guarantees import Guarantee, consumer_config, producer_config
+from onceflow.processing.errors import ProcessingError, RunnerConfigError
+from onceflow.processing.records import Message, Output, Record, Row
+from onceflow.processing.sinks.sink import DatabaseSink, TopicPartitionKey
+
+log = logging.getLogger(__name__)
+
+ProcessFn = Callable[[Record], Iterable[Output]]
+FaultHook = Callable[[str], None]
+
+# Points where ``fault_hook`` is called, so tests can kill the process exactly there.
+RECORD_PROCESSED = "record_processed"
+BEFORE_COMMIT = "before_commit"
+AFTER_COMMIT = "after_commit"
+
+
+@dataclass
+class RunStats:
+    """What one ``Runner.run`` did."""
+
+    processed: int = 0
+    dead_lettered: int = 0
+    commits: int = 0
+    aborts: int = 0
+    producer_rebuilds: int = 0
+
+
+class Runner:
+    """Consume ``source`` as ``group``, call ``process`` per record, deliver its outputs.
+
+    ``process`` returns ``Message`` objects (produced to Kafka) and ``Row`` objects
+    (written to ``sink``). ``guarantee`` decides when positions are committed:
+
+    - at-most-once: the batch's positions are committed before it is processed;
+    - at-least-once: positions are committed synchronously after the outputs are
+      acknowledged and the sink committed, never past an unprocessed record;
+    - exactly-once: outputs and positions go in one Kafka transaction (or, with an
+      ``ExactlyOnceSink``, rows and positions go in one database transaction).
+
+    A record whose ``process`` call raises goes, with its error, to the dead-letter
+    topic (or dead-letter table of an exactly-once sink) unless ``dead_letters`` is
+    False, in which case the runner stops with ``ProcessingError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        source: str,
+        group: str,
+        process: ProcessFn,
+        guarantee: Guarantee,
+        sink: DatabaseSink | None = None,
+        dead_letters: bool = True,
+        dead_letter_topic: str | None = None,
+        commit_every: int = 100,
+        commit_interval_ms: int = 100,
+        transactional_id: str | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+        producer_overrides: dict[str, Any] | None = None,
+        fault_hook: FaultHook | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if commit_every <= 0 or commit_interval_ms <= 0:
+            raise RunnerConfigError("commit_every and commit_interval_ms must be positive")
+        if sink is not None and sink.exactly_once and guarantee is not Guarantee.EXACTLY_ONCE:
+            raise RunnerConfigError(
+                f"an ExactlyOnceSink stores offsets in the database; it needs "
+                f"Guarantee.EXACTLY_ONCE, not {guarantee.value}"
+            )
+        self.bootstrap = bootstrap
+        self.source = source
+        self.group = group
+        self.process = process
+        self.guarantee = guarantee
+        self.sink = sink
+        self.dead_letters = dead_letters
+        self.dead_letter_topic = dead_letter_topic or f"{source}.dead-letter"
+        self.commit_every = commit_every
+        self.commit_interval = commit_interval_ms / 1000
+        self.fault_hook = fault_hook
+        self.timeout = timeout
+        self.stats = RunStats()
+        consumer_overrides = dict(consumer_overrides or {})
+        # Validated now so a weakening override fails before anything connects.
+        self.consumer_settings = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            **consumer_config(guarantee, consumer_overrides),
+        }
+        self.transactional_id: str | None = None
+        if self.db_is_commit_point:
+            self.producer_settings: dict[str, Any] | None = None
+        else:
+            if guarantee is Guarantee.EXACTLY_ONCE:
+                instance = consumer_overrides.get("group.instance.id") or socket.gethostname()
+                self.transactional_id = transactional_id or f"onceflow-{group}-{source}-{instance}"
+            self.producer_settings = {
+                "bootstrap.servers": bootstrap,
+                **producer_config(
+                    guarantee, producer_overrides, transactional_id=self.transactional_id
+                ),
+            }
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self._stopping = threading.Event()
+        self._assigned_at: float | None = None
+        self._failed_deliveries: list[KafkaError] = []
+
+        from onceflow.processing.policies import policy_for
+
+        self.policy = policy_for(self)
+
+    @property
+    def db_is_commit_point(self) -> bool:
+        """True when an exactly-once database sink, not Kafka, owns the positions."""
+        return self.sink is not None and self.sink.exactly_once
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run`` to finish its open work and return (safe from any thread)."""
+        self._stopping.set()
+
+    def run(
+        self, *, idle_timeout: float | None = None, max_seconds: float | None = None
+    ) -> RunStats:
+        """Run until ``stop()``, SIGTERM, ``idle_timeout`` seconds without records after
+        the first assignment, or ``max_seconds``. Open work is finished before returning."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        started = time.monotonic()
+        last_record = started
+        try:
+            self._open()
+            assert self.consumer is not None
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if max_seconds is not None and now - started > max_seconds:
+                    break
+                records = self._poll()
+                if records:
+                    last_record = time.monotonic()
+                    self.policy.on_batch(records)
+                self.policy.maybe_commit(force=False)
+                if (
+                    idle_timeout is not None
+                    and self._assigned_at is not None
+                    and not self.policy.has_pending()
+                    and time.monotonic() - max(last_record, self._assigned_at) > idle_timeout
+                ):
+                    break
+            self.policy.maybe_commit(force=True)
+        except BaseException:
+            self.policy.abandon()
+            raise
+        finally:
+            self._close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return self.stats
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+
+    def _open(self) -> None:
+        if self.sink is not None:
+            self.sink.setup()
+        self.producer = self.new_producer()
+        self.consumer = Consumer(self.consumer_settings)
+        self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            finally:
+                self.consumer = None
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            try:
+                producer.flush(self.timeout)
+            except KafkaException as exc:
+                # A fenced producer cannot flush; the error that fenced it was raised.
+                log.error("producer flush on close failed: %s", exc)
+
+    def new_producer(self) -> Producer | None:
+        """A fresh producer; transactional ones are initialised (fencing older ones)."""
+        if self.producer_settings is None:
+            return None
+        producer = Producer({**self.producer_settings, "on_delivery": self._on_delivery})
+        if self.transactional_id is not None:
+            producer.init_transactions(self.timeout)
+        return producer
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failed_deliveries.append(err)
+
+    def take_delivery_failures(self) -> list[KafkaError]:
+        """Delivery errors reported since the last call."""
+        failures, self._failed_deliveries = self._failed_deliveries, []
+        return failures
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned_at = time.monotonic()
+        self.policy.on_assign(consumer, partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.policy.on_revoke(consumer, partitions)
+
+    # -- the loop's parts, used by the policies -------------------------------------------
+
+    def fault(self, point: str) -> None:
+        """Give the fault hook a chance to crash the process at ``point``."""
+        if self.fault_hook is not None:
+            self.fault_hook(point)
+
+    def _poll(self) -> list[Record]:
+        assert self.consumer is not None
+        records: list[Record] = []
+        for message in self.consumer.consume(num_messages=self.commit_every, timeout=0.1):
+            error = message.error()
+            if error is None:
+                records.append(Record.from_kafka(message))
+            elif error.fatal():
+                raise KafkaException(error)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error)
+        return records
+
+    def handle(self, record: Record) -> None:
+        """Process one record and hand its outputs to Kafka or the sink."""
+        try:
+            outputs = list(self.process(record))
+        except Exception as exc:
+            if not self.dead_letters:
+                raise ProcessingError(f"process failed on {record.source_key}: {exc!r}") from exc
+            self._dead_letter(record, exc)
+            self.stats.dead_lettered += 1
+            self.stats.processed += 1
+            return
+        for index, output in enumerate(outputs):
+            if isinstance(output, Message):
+                if self.producer is None:
+                    raise RunnerConfigError(
+                        "an ExactlyOnceSink owns the positions, so Kafka outputs cannot be "
+                        "part of the same commit; use an IdempotentSink with Kafka outputs"
+                    )
+                self.produce(output)
+            elif isinstance(output, Row):
+                if self.sink is None:
+                    raise RunnerConfigError("process returned a Row but the runner has no sink")
+                self.sink.write(record, index, output)
+            else:
+                raise TypeError(f"process must return Message or Row objects, got {output!r}")
+        self.stats.processed += 1
+
+    def _dead_letter(self, record: Record, exc: Exception) -> None:
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        log.warning("dead-lettering %s: %s", record.source_key, error)
+        if self.db_is_commit_point:
+            assert self.sink is not None
+            self.sink.write_dead_letter(record, error)
+            return
+        headers = (
+            *record.headers,
+            ("onceflow.error", error.encode()),
+            ("onceflow.source", record.source_key.encode()),
+        )
+        self.produce(Message(self.dead_letter_topic, record.value, record.key, headers))
+
+    def produce(self, message: Message) -> None:
+        """Produce, waiting (bounded) for room in the local queue."""
+        assert self.producer is not None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self.producer.produce(
+                    message.topic, value=message.value, key=message.key,
+                    headers=list(message.headers) or None,
+                )  # fmt: skip
+                break
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise
+                self.producer.poll(0.05)
+        self.producer.poll(0)
+
+    def assignment(self) -> list[TopicPartition]:
+        assert self.consumer is not None
+        return list(self.consumer.assignment())
+
+    def rewind(self, positions: dict[TopicPartitionKey, int] | None = None) -> None:
+        """Seek every assigned partition back to ``positions`` or, by default, to its
+        committed offset, so uncommitted work is done again."""
+        assert self.consumer is not None
+        assigned = self.assignment()
+        if not assigned:
+            return
+        if positions is None:
+            committed = self.consumer.committed(assigned, timeout=self.timeout)
+            positions = {(tp.topic, tp.partition): tp.offset for tp in committed}
+        reset = str(self.consumer_settings.get("auto.offset.reset", "earliest"))
+        fallback = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
+        for tp in assigned:
+            offset = positions.get((tp.topic, tp.partition), -1)
+            self.consumer.seek(
+                TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else fallback)
+            )

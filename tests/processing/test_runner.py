@@ -1,0 +1,131 @@
+"""Runner behaviour in-process against a broker process: poison records and bad config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from onceflow import Guarantee
+from onceflow.examples.orders import (
+    Order,
+    balances,
+    build_runner,
+    ledger,
+    make_orders,
+    produce_orders,
+)
+from onceflow.guarantees import GuaranteeConfigError
+from onceflow.processing import (
+    ExactlyOnceSink,
+    ProcessingError,
+    Runner,
+    RunnerConfigError,
+    SqliteDatabase,
+)
+from onceflow.testing import BrokerProcess
+
+from .support import create_topics, payment_ids, read_topic
+
+POISON = {"order-000007": "ten", "order-000033": -5}
+
+
+def poisoned_orders(count: int) -> list[Order]:
+    return [
+        Order(o.order_id, o.customer, POISON.get(o.order_id, o.amount)) for o in make_orders(count)
+    ]
+
+
+def run_pipeline(
+    broker: BrokerProcess, names: dict[str, str], db_path: Path, guarantee: Guarantee, **kw: object
+) -> Runner:
+    runner = build_runner(
+        broker.bootstrap, guarantee, SqliteDatabase(db_path), group=names["group"],
+        payments_topic=names["payments"], source=names["orders"],
+        producer_overrides={"transaction.timeout.ms": 10000}
+        if guarantee is Guarantee.EXACTLY_ONCE else {},
+        consumer_overrides={"session.timeout.ms": 6000},
+        **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    runner.run(idle_timeout=1.5, max_seconds=60)
+    return runner
+
+
+@pytest.mark.parametrize("guarantee", [Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE])
+def test_poison_records_go_to_the_dead_letter_topic(
+    broker: BrokerProcess, names: dict[str, str], tmp_path: Path, guarantee: Guarantee
+) -> None:
+    create_topics(broker.bootstrap, (names["orders"], 1), (names["payments"], 1))
+    orders = poisoned_orders(60)
+    produce_orders(broker.bootstrap, orders, topic=names["orders"])
+    runner = run_pipeline(broker, names, tmp_path / "p.db", guarantee)
+    assert runner.stats.dead_lettered == len(POISON)
+
+    dead = read_topic(broker.bootstrap, f"{names['orders']}.dead-letter")
+    assert sorted(json.loads(m.value())["order_id"] for m in dead) == sorted(POISON)
+    for message in dead:
+        headers = dict(message.headers())
+        assert b"bad amount" in headers["onceflow.error"]
+        assert headers["onceflow.source"].startswith(names["orders"].encode())
+    good = {o.order_id for o in orders} - set(POISON)
+    payments = payment_ids(broker.bootstrap, names["payments"])
+    assert set(payments) == good and max(payments.values()) == 1
+
+
+def test_poison_record_without_dead_letters_stops_before_it(
+    broker: BrokerProcess, names: dict[str, str], tmp_path: Path
+) -> None:
+    create_topics(broker.bootstrap, (names["orders"], 1), (names["payments"], 1))
+    produce_orders(broker.bootstrap, poisoned_orders(20), topic=names["orders"])
+    with pytest.raises(ProcessingError, match="order-000007"):
+        run_pipeline(broker, names, tmp_path / "p.db", Guarantee.AT_LEAST_ONCE, dead_letters=False)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": names["group"]})
+    try:
+        [committed] = consumer.committed([TopicPartition(names["orders"], 0)], timeout=10)
+    finally:
+        consumer.close()
+    # Never past the unprocessed poison record (offset 7).
+    assert committed.offset <= 7
+
+
+def test_poison_record_in_exactly_once_database_sink(
+    broker: BrokerProcess, names: dict[str, str], tmp_path: Path
+) -> None:
+    create_topics(broker.bootstrap, (names["orders"], 1), (names["payments"], 1))
+    orders = poisoned_orders(50)
+    produce_orders(broker.bootstrap, orders, topic=names["orders"])
+    db_path = tmp_path / "eos.db"
+    run_pipeline(broker, names, db_path, Guarantee.EXACTLY_ONCE, exactly_once_sink=True)
+    db = SqliteDatabase(db_path)
+    try:
+        dead = db.query("SELECT src_offset, error FROM onceflow_dead_letters ORDER BY src_offset")
+        charged = ledger(db)
+        stored = db.query("SELECT next_offset FROM onceflow_offsets")
+        got_balances = balances(db)
+    finally:
+        db.close()
+    assert [offset for offset, _ in dead] == [7, 33]
+    assert all("bad amount" in error for _, error in dead)
+    assert set(charged) == {o.order_id for o in orders} - set(POISON)
+    assert stored == [(50,)]
+    assert sum(got_balances.values()) == sum(charged.values())
+
+
+def _runner(guarantee: Guarantee, **kw: object) -> Runner:
+    return Runner(
+        bootstrap="127.0.0.1:1", source="s", group="g", process=lambda r: [],
+        guarantee=guarantee, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_bad_configuration_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GuaranteeConfigError, match="acks"):
+        _runner(Guarantee.EXACTLY_ONCE, producer_overrides={"acks": 0})
+    with pytest.raises(GuaranteeConfigError, match=r"enable\.auto\.commit"):
+        _runner(Guarantee.AT_LEAST_ONCE, consumer_overrides={"enable.auto.commit": True})
+    with pytest.raises(RunnerConfigError, match="EXACTLY_ONCE"):
+        _runner(Guarantee.AT_LEAST_ONCE, sink=ExactlyOnceSink(SqliteDatabase(tmp_path / "x.db")))
+    with pytest.raises(RunnerConfigError, match="positive"):
+        _runner(Guarantee.AT_MOST_ONCE, commit_every=0)
