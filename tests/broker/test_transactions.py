@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 
@@ -302,3 +303,39 @@ def test_consume_transform_produce_moves_offsets_only_on_commit(broker: BrokerPr
     assert read_all(broker.bootstrap, "ctp-out", "read_committed") == [
         f"out-{i}" for i in range(20)
     ]
+
+
+def test_ongoing_transaction_resumes_after_broker_crash(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "resume")
+    producer = txn_producer(broker.bootstrap, "resumer", **{"transaction.timeout.ms": 60000})
+    produce_in_txn(producer, "resume", [f"survivor-{i}" for i in range(10)])
+
+    broker.kill()  # same machine, same boot: the page cache kept every journal write
+    broker.start()
+
+    producer.commit_transaction(DEADLINE)
+    assert read_all(broker.bootstrap, "resume", "read_committed") == [
+        f"survivor-{i}" for i in range(10)
+    ]
+
+
+def test_ongoing_transaction_is_aborted_after_machine_restart(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "reboot")
+    producer = txn_producer(broker.bootstrap, "rebooted", **{"transaction.timeout.ms": 60000})
+    produce_in_txn(producer, "reboot", [f"unsure-{i}" for i in range(10)])
+
+    broker.kill()
+    # What an operating-system crash leaves: a run that did not shut down cleanly, from
+    # another boot, whose unsynced journal records cannot be trusted.
+    run_state = broker.data_dir / "transactions.run"
+    state = json.loads(run_state.read_text())
+    assert state["clean"] is False
+    run_state.write_text(json.dumps({"boot_id": "an-earlier-boot", "clean": False}))
+    broker.start()
+
+    # Aborted at start, long before the 60 s transaction timeout.
+    lso, high = last_stable_offset(broker.bootstrap, "reboot")
+    assert lso == high == 11  # ten records and the ABORT marker
+    with pytest.raises(KafkaException):
+        producer.commit_transaction(DEADLINE)
+    assert read_all(broker.bootstrap, "reboot", "read_committed") == []

@@ -1,11 +1,20 @@
 """The transaction coordinator: transactional ids, epochs, and the two-phase commit.
 
-State changes are written to a journal and made durable before the client hears of
-them. Ending a transaction goes PREPARE_COMMIT/PREPARE_ABORT (durable) -> markers on
-every partition of the transaction (durable) -> pending group offsets materialised on
-commit -> COMPLETE_*. A restart finishes any prepared transaction, keeps ongoing ones
-(their producer may still commit them; the timeout aborts them otherwise) and aborts
-transactions that a partition shows open but the coordinator does not know.
+Every state change is written to a journal. Ending a transaction goes
+PREPARE_COMMIT/PREPARE_ABORT (durable) -> markers on every partition of the transaction
+(durable) -> pending group offsets materialised on commit -> COMPLETE_*. A new epoch
+(InitProducerId) is durable before it is handed out, since fencing must survive a crash.
+
+Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn,
+TxnOffsetCommit) are answered once written, without waiting for an fsync: they only
+matter to a transaction that commits, and the fsync of its PREPARE_COMMIT record covers
+every earlier record of the sequential journal. Unsynced records survive a crash of the
+broker process (the page cache keeps them), so after a restart on the same boot ongoing
+transactions resume as in Kafka: their producer may still commit them, or the timeout
+aborts them. After an operating-system crash (a new boot id, without a clean shutdown
+before it) unsynced records may be gone, so every ongoing transaction is aborted and its
+producer fenced: it fails, and nothing it acknowledged as committed is lost. A restart
+also aborts transactions that a partition shows open but the coordinator does not know.
 """
 
 from __future__ import annotations
@@ -16,10 +25,12 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.log.atomic import read_json, write_json_atomically
 from onceflow.broker.log.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -29,6 +40,7 @@ MAX_EPOCH = 32767
 MAX_TRANSACTION_TIMEOUT_MS = 15 * 60 * 1000
 EXPIRY_CHECK_SECONDS = 0.25
 COORDINATOR_EPOCH = 0
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 TopicPartition = tuple[str, int]
 
 
@@ -106,6 +118,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def current_boot_id() -> str | None:
+    """The kernel's id of this boot (Linux); None where it cannot be read."""
+    try:
+        return BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return None
+
+
 class TransactionCoordinator:
     """Owns every transactional id's state; runs on the broker's event loop."""
 
@@ -114,10 +134,22 @@ class TransactionCoordinator:
         broker: Any,
         journal: Journal,
         materialize_offsets: Callable[[str, dict[TopicPartition, Any]], Awaitable[None] | None],
+        run_state: Path,
     ) -> None:
         self._broker = broker
         self._journal = journal
         self._materialize_offsets = materialize_offsets
+        # Whether unsynced journal records of the previous run can be trusted: yes after
+        # a clean shutdown or a crash of the process alone (same boot), no otherwise.
+        self._run_state = run_state
+        previous = read_json(run_state)
+        self._boot_id = current_boot_id()
+        self.previous_run_trusted = (
+            previous is None
+            or previous["clean"]
+            or (self._boot_id is not None and previous["boot_id"] == self._boot_id)
+        )
+        write_json_atomically(run_state, {"boot_id": self._boot_id, "clean": False})
         self.transactions: dict[str, Transaction] = {}
         self._by_producer: dict[int, Transaction] = {}
         self._expiry: asyncio.Task[None] | None = None
@@ -135,6 +167,13 @@ class TransactionCoordinator:
         for txn in list(self.transactions.values()):
             if txn.state in PREPARED:
                 await self._complete(txn)
+            elif txn.state is TxnState.ONGOING and not self.previous_run_trusted:
+                log.warning(
+                    "aborting transaction %r: the machine restarted since it was written",
+                    txn.transactional_id,
+                )
+                self._bump_epoch(txn)
+                await self._prepare(txn, commit=False)
         await self._abort_hanging()
         self._expiry = asyncio.create_task(self._expire_forever())
 
@@ -144,6 +183,7 @@ class TransactionCoordinator:
             self._expiry.cancel()
         self._journal.rewrite([t.to_json() for t in self.transactions.values()])
         self._journal.close()
+        write_json_atomically(self._run_state, {"boot_id": self._boot_id, "clean": True})
 
     async def _abort_hanging(self) -> None:
         """Abort transactions left open in a partition that no coordinator state covers."""
@@ -243,7 +283,7 @@ class TransactionCoordinator:
         txn = self._active(transactional_id, producer_id, epoch)
         self._begin(txn)
         txn.partitions.update(partitions)
-        return self._persist_then(txn, lambda: None)
+        return self._written(txn)
 
     def add_offsets(
         self, transactional_id: str, producer_id: int, epoch: int, group_id: str
@@ -251,7 +291,7 @@ class TransactionCoordinator:
         txn = self._active(transactional_id, producer_id, epoch)
         self._begin(txn)
         txn.pending_offsets.setdefault(group_id, {})
-        return self._persist_then(txn, lambda: None)
+        return self._written(txn)
 
     def stage_offsets(
         self,
@@ -268,7 +308,7 @@ class TransactionCoordinator:
                 ErrorCode.invalid_txn_state, f"AddOffsetsToTxn for group {group_id!r} came first?"
             )
         txn.pending_offsets[group_id].update(offsets)
-        return self._persist_then(txn, lambda: None)
+        return self._written(txn)
 
     def verify_produce(self, producer_id: int, epoch: int, topic: str, partition: int) -> ErrorCode:
         """May a transactional batch be appended? Only within the producer's current
@@ -354,6 +394,12 @@ class TransactionCoordinator:
                         log.exception("aborting %r failed", txn.transactional_id)
 
     # -- persistence -----------------------------------------------------------
+
+    def _written(self, txn: Transaction) -> Awaitable[None]:
+        """Journal an addition to an ongoing transaction without waiting for its fsync
+        (see the module docstring for why that is safe)."""
+        self._journal.append(txn.to_json(), durable=False)
+        return _done()
 
     def _persist_then(self, txn: Transaction, result: Callable[[], Any]) -> Awaitable[Any]:
         """Journal the state now; the awaitable yields ``result()`` once it is durable."""

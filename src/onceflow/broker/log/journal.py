@@ -53,14 +53,18 @@ class Journal:
         self.records_written = len(records)
         return records
 
-    def append(self, record: Any) -> Awaitable[None] | None:
-        """Write one record; the result, when not None, completes once it is durable."""
+    def append(self, record: Any, durable: bool = True) -> Awaitable[None] | None:
+        """Write one record; the result, when not None, completes once it is durable.
+
+        With ``durable=False`` nothing waits for it: the next durable append (or the
+        next flush round) syncs it along with everything written before.
+        """
         line = _line(record)
         write_fully(self.fd, [line], self.size)
         self.size += len(line)
         self.records_written += 1
         self.unflushed.add(self)
-        return self._request_flush(self)
+        return self._request_flush(self) if durable else None
 
     def rewrite(self, records: list[Any]) -> None:
         """Replace the journal by ``records`` (compaction), atomically and durably."""
