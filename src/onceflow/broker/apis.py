@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from onceflow.broker.handlers import (
+    admin,
     api_versions,
+    configs,
     create_topics,
     fetch,
     find_coordinator,
@@ -57,10 +59,20 @@ API_TABLE: dict[int, Api] = {
         Api(16, "ListGroups", 0, 4, groups.list_groups),
         Api(18, "ApiVersions", 0, 3, api_versions.handle, api_versions.answer_unsupported),
         Api(19, "CreateTopics", 2, 4, create_topics.handle),
+        Api(20, "DeleteTopics", 1, 6, admin.delete_topics),
+        Api(21, "DeleteRecords", 0, 2, admin.delete_records),
         Api(22, "InitProducerId", 0, 4, init_producer_id.handle),
         Api(24, "AddPartitionsToTxn", 0, 3, transactions.handle_add_partitions),
         Api(25, "AddOffsetsToTxn", 0, 3, transactions.handle_add_offsets),
         Api(26, "EndTxn", 0, 1, transactions.handle_end_txn),
         Api(28, "TxnOffsetCommit", 0, 3, transactions.handle_txn_offset_commit),
+        Api(32, "DescribeConfigs", 1, 4, configs.describe_configs),
+        Api(33, "AlterConfigs", 0, 2, configs.alter_configs),
+        Api(37, "CreatePartitions", 0, 3, admin.create_partitions),
+        Api(44, "IncrementalAlterConfigs", 0, 1, configs.incremental_alter_configs),
+        Api(60, "DescribeCluster", 0, 1, admin.describe_cluster),
+        Api(61, "DescribeProducers", 0, 0, admin.describe_producers),
+        Api(65, "DescribeTransactions", 0, 0, admin.describe_transactions),
+        Api(66, "ListTransactions", 0, 1, admin.list_transactions),
     )
 }

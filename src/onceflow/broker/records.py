@@ -88,35 +88,9 @@ class BatchHeader:
 
 def read_header(buf: bytes | memoryview, pos: int = 0) -> BatchHeader:
     """Parse the header of the batch starting at ``pos`` (no CRC check)."""
-    (
-        base_offset,
-        length,
-        _leader_epoch,
-        magic,
-        crc,
-        attributes,
-        last_offset_delta,
-        first_timestamp,
-        max_timestamp,
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        record_count,
-    ) = _HEADER.unpack_from(buf, pos)
-    return BatchHeader(
-        base_offset,
-        length,
-        magic,
-        crc,
-        attributes,
-        last_offset_delta,
-        first_timestamp,
-        max_timestamp,
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        record_count,
-    )
+    fields = _HEADER.unpack_from(buf, pos)
+    # Field 2 is the partition leader epoch, which this single node always sets to 0.
+    return BatchHeader(*fields[:2], *fields[3:])
 
 
 def batch_length_at(buf: bytes | memoryview, pos: int) -> int:
@@ -318,3 +292,91 @@ def control_type(batch: bytes | memoryview, header: BatchHeader) -> int:
     if key_length < _CONTROL_KEY.size:
         raise InvalidBatch(ErrorCode.corrupt_message, "control record key is too short")
     return _CONTROL_KEY.unpack_from(body, pos)[1]
+
+
+# -- rewriting batches (LogAppendTime, the compaction cleaner) ------------------------
+
+_REBUILT_AFTER_CRC = struct.Struct(">hiqqqhii")
+_REBUILT_PREFIX = struct.Struct(">qiibI")
+
+
+def stamp_log_append_time(batch: bytes, timestamp: int) -> bytes:
+    """The batch stamped with the broker's clock: the timestamp-type bit set and
+    maxTimestamp replaced (consumers then use it for every record). Both lie inside the
+    CRC, so it is recomputed."""
+    out = bytearray(batch)
+    (attributes,) = struct.unpack_from(">h", out, ATTRIBUTES_OFFSET)
+    struct.pack_into(">h", out, ATTRIBUTES_OFFSET, attributes | TIMESTAMP_TYPE_BIT)
+    struct.pack_into(">q", out, 35, timestamp)
+    struct.pack_into(">I", out, CRC_OFFSET, google_crc32c.value(bytes(out[ATTRIBUTES_OFFSET:])))
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of a batch, as the cleaner needs it."""
+
+    offset: int
+    key: bytes | None
+    tombstone: bool
+    #: The encoded record (length prefix included), valid in any batch with the same
+    #: base offset and first timestamp, since its deltas are relative to those.
+    raw: bytes
+
+
+def decode_records(batch: bytes | memoryview, header: BatchHeader) -> list[Record]:
+    """Every record of a data batch, decompressing if needed.
+
+    Raises InvalidBatch when the records cannot be decoded.
+    """
+    codec = header.attributes & COMPRESSION_MASK
+    if codec not in _DECOMPRESS:
+        raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
+    records = []
+    try:
+        body = _DECOMPRESS[codec](bytes(batch[HEADER_SIZE : header.size]))
+        pos = 0
+        for _ in range(header.record_count):
+            start = pos
+            length, pos = _varint(body, pos)
+            end = pos + length
+            if length < 0 or end > len(body):
+                raise IndexError("record length past the batch end")
+            pos += 1  # attributes
+            _, pos = _varint(body, pos)  # timestamp delta
+            offset_delta, pos = _varint(body, pos)
+            key_length, pos = _varint(body, pos)
+            key = None if key_length < 0 else body[pos : pos + key_length]
+            pos += max(key_length, 0)
+            value_length, pos = _varint(body, pos)
+            records.append(
+                Record(header.base_offset + offset_delta, key, value_length < 0, body[start:end])
+            )
+            pos = end
+    except (IndexError, cramjam.DecompressionError) as exc:
+        raise InvalidBatch(
+            ErrorCode.corrupt_message,
+            f"records of the batch at offset {header.base_offset} are undecodable: {exc}",
+        ) from exc
+    return records
+
+
+def rebuild_batch(header: BatchHeader, kept: list[Record]) -> bytes:
+    """An uncompressed batch of ``kept`` records with the header of the original.
+
+    Base offset, lastOffsetDelta, timestamps, producer id/epoch, base sequence and the
+    transactional/control bits are preserved, so every record keeps its offset and the
+    segment keeps its offset range (as Kafka's cleaner does)."""
+    after_crc = _REBUILT_AFTER_CRC.pack(
+        header.attributes & ~COMPRESSION_MASK,
+        header.last_offset_delta,
+        header.first_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        len(kept),
+    ) + b"".join(r.raw for r in kept)
+    length = 4 + 1 + 4 + len(after_crc)  # leader epoch, magic, crc, the rest
+    crc = google_crc32c.value(after_crc)
+    return _REBUILT_PREFIX.pack(header.base_offset, length, 0, 2, crc) + after_crc

@@ -26,6 +26,7 @@ from onceflow.broker.groups import GroupCoordinator
 from onceflow.broker.log.flusher import Flushable, GroupFlusher
 from onceflow.broker.log.journal import Journal
 from onceflow.broker.log.partition import LogConfig
+from onceflow.broker.log.retention import LogMaintenance
 from onceflow.broker.producer_ids import ProducerIdAllocator
 from onceflow.broker.protocol import (
     ProtocolError,
@@ -66,6 +67,7 @@ class Broker:
         self.producer_ids: ProducerIdAllocator
         self.groups: GroupCoordinator
         self.transactions: TransactionCoordinator
+        self.maintenance = LogMaintenance(self)
         self.port = config.port
         self.cluster_id = CLUSTER_ID
 
@@ -84,6 +86,7 @@ class Broker:
         self._open_data_dir()
         # Finish transactions a crash interrupted before any client can look.
         await self.transactions.start()
+        self.maintenance.start()
         try:
             self._server = await asyncio.start_server(
                 self._serve_connection,
@@ -94,6 +97,7 @@ class Broker:
             )
         except OSError as exc:
             self._close_storage()
+            await self.maintenance.stop()
             raise BrokerStartError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
             ) from exc
@@ -145,6 +149,7 @@ class Broker:
             await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
+        await self.maintenance.stop()
         await self.flusher.drain()
         self._close_storage()
 

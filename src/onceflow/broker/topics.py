@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,9 +14,24 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.log.atomic import read_json, write_json_atomically
 from onceflow.broker.log.partition import LogConfig, PartitionLog
+from onceflow.broker.topic_config import ConfigError, EffectiveConfig, TopicConfigs, validate
+
+log = logging.getLogger(__name__)
 
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 METADATA_FILE = "topics.json"
+#: Suffix of a deleted partition's directory until its files are removed.
+DELETING_SUFFIX = ".deleting"
+_PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+
+
+def _holds_partition_log(path: Path) -> bool:
+    """Only a directory that is unmistakably a partition log may be deleted as an orphan:
+    a data dir chosen by a user could hold other directories named like ``x-1``."""
+    entries = list(path.iterdir())
+    return not any(e.is_dir() for e in entries) and any(
+        e.suffix == ".log" and e.stem.isdigit() and len(e.stem) == 20 for e in entries
+    )
 
 
 class TopicError(Exception):
@@ -30,7 +47,11 @@ class Topic:
     name: str
     topic_id: uuid.UUID
     partitions: list[PartitionLog]
+    #: The topic's config overrides, as stored.
     configs: dict[str, str] = field(default_factory=dict)
+    effective: EffectiveConfig | None = None
+    #: Set while DeleteTopics waits for background work on it to stop.
+    deleting: bool = False
 
 
 def validate_topic_name(name: str) -> None:
@@ -49,23 +70,75 @@ class TopicRegistry:
         data_dir: Path,
         log_config: LogConfig,
         on_visible: Callable[[], None],
+        configs: TopicConfigs | None = None,
     ) -> None:
         self._data_dir = data_dir
         self._log_config = log_config
         self._on_visible = on_visible
+        self.configs = configs or TopicConfigs({"segment.bytes": str(log_config.segment_bytes)})
         self.topics: dict[str, Topic] = {}
         stored = read_json(data_dir / METADATA_FILE) or {"topics": []}
         for raw in stored["topics"]:
-            self._open(raw["name"], uuid.UUID(raw["id"]), raw["partitions"], raw["configs"])
+            configs = self._usable_configs(raw["name"], raw["configs"])
+            self._open(raw["name"], uuid.UUID(raw["id"]), raw["partitions"], configs)
+        self._remove_orphans()
+
+    @staticmethod
+    def _usable_configs(topic: str, stored: dict[str, str]) -> dict[str, str]:
+        """Stored overrides minus any that no longer validate (older brokers stored
+        CreateTopics configs unchecked): a bad one must not stop the broker starting."""
+        usable = {}
+        for name, value in stored.items():
+            try:
+                usable.update(validate({name: value}))
+            except ConfigError as exc:
+                log.warning("ignoring stored config of topic %r: %s", topic, exc)
+        return usable
 
     def _open(self, name: str, topic_id: uuid.UUID, count: int, configs: dict[str, str]) -> Topic:
-        partitions = [
-            PartitionLog(self._data_dir / f"{name}-{index}", self._log_config, self._on_visible)
-            for index in range(count)
-        ]
-        topic = Topic(name, topic_id, partitions, dict(configs))
+        topic = Topic(name, topic_id, [], dict(configs))
+        self._apply_configs(topic)
+        topic.partitions = [self._open_partition(topic, index) for index in range(count)]
         self.topics[name] = topic
         return topic
+
+    def _open_partition(self, topic: Topic, index: int) -> PartitionLog:
+        return PartitionLog(
+            self._data_dir / f"{topic.name}-{index}",
+            self._partition_config(topic),
+            self._on_visible,
+        )
+
+    def _partition_config(self, topic: Topic) -> LogConfig:
+        effective = topic.effective
+        assert effective is not None
+        return LogConfig(
+            segment_bytes=effective.segment_bytes,
+            index_interval_bytes=self._log_config.index_interval_bytes,
+            segment_ms=effective.segment_ms,
+            max_message_bytes=effective.max_message_bytes,
+            log_append_time=effective.log_append_time,
+        )
+
+    def _apply_configs(self, topic: Topic) -> None:
+        topic.effective = self.configs.effective(topic.configs)
+        config = self._partition_config(topic)
+        for partition in topic.partitions:
+            partition.config = config
+
+    def _remove_orphans(self) -> None:
+        """Remove partition directories no topic owns: left by a crash during DeleteTopics
+        (or a shrunk topic), they would otherwise come back to life in a new topic of the
+        same name."""
+        live = {f"{t.name}-{i}" for t in self.topics.values() for i in range(len(t.partitions))}
+        for path in self._data_dir.iterdir():
+            if not path.is_dir() or path.name in live:
+                continue
+            if path.name.endswith(DELETING_SUFFIX) or (
+                _PARTITION_DIR.match(path.name) and _holds_partition_log(path)
+            ):
+                log.warning("removing orphaned partition directory %s", path)
+                shutil.rmtree(path, ignore_errors=True)
 
     def get(self, name: str) -> Topic | None:
         return self.topics.get(name)
@@ -92,11 +165,55 @@ class TopicRegistry:
                 "broker: use 1 (or -1 for the default)",
             )
 
+    def check_configs(self, configs: dict[str, str | None]) -> dict[str, str]:
+        """Validated overrides; TopicError(INVALID_CONFIG) names the offending key."""
+        try:
+            return validate(configs)
+        except ConfigError as exc:
+            raise TopicError(exc.code, str(exc)) from None
+
     def create(self, name: str, partitions: int, configs: dict[str, str] | None = None) -> Topic:
         self.check_new(name, partitions, 1)
-        topic = self._open(name, uuid.uuid4(), partitions, configs or {})
+        clean = self.check_configs(dict(configs or {}))
+        topic = self._open(name, uuid.uuid4(), partitions, clean)
         self._persist()
         return topic
+
+    def set_configs(self, name: str, configs: dict[str, str]) -> None:
+        """Replace a topic's overrides (already validated) durably; the log follows at once."""
+        topic = self.topics[name]
+        topic.configs = dict(configs)
+        self._apply_configs(topic)
+        self._persist()
+
+    def add_partitions(self, name: str, total: int) -> None:
+        topic = self.topics[name]
+        if total <= len(topic.partitions):
+            raise TopicError(
+                ErrorCode.invalid_partitions,
+                f"topic {name!r} has {len(topic.partitions)} partitions; the new count must "
+                f"be larger, got {total}",
+            )
+        for index in range(len(topic.partitions), total):
+            # A directory left behind by an older topic of this name must not be reused.
+            shutil.rmtree(self._data_dir / f"{name}-{index}", ignore_errors=True)
+            topic.partitions.append(self._open_partition(topic, index))
+        self._persist()
+
+    def remove(self, name: str) -> list[tuple[PartitionLog, Path]]:
+        """Forget a topic durably and move its directories aside (so a new topic of the
+        same name starts empty); returns each partition with its directory's new path,
+        for the caller to close and delete once nothing uses them."""
+        topic = self.topics.pop(name)
+        self._persist()
+        moved = []
+        for partition in topic.partitions:
+            target = partition.directory.with_name(
+                f"{partition.directory.name}.{uuid.uuid4().hex}{DELETING_SUFFIX}"
+            )
+            partition.directory.rename(target)
+            moved.append((partition, target))
+        return moved
 
     def _persist(self) -> None:
         write_json_atomically(

@@ -25,8 +25,8 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 )
             count, replication = _layout(broker, creatable)
             broker.topics.check_new(creatable.name, count, replication)
+            configs = broker.topics.check_configs({c.name: c.value for c in creatable.configs})
             if not request.validate_only:
-                configs = {c.name: c.value for c in creatable.configs}
                 broker.topics.create(creatable.name, count, configs)
         except TopicError as exc:
             error, message = ErrorCode(exc.code), str(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Awaitable
 from typing import Any
 
@@ -23,7 +24,7 @@ API_KEY = 0
 def handle(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(API_KEY, request.__version__)
     acks = request.acks
-    # (topic, partition index, error, base offset, log start, message) per partition.
+    # (topic, partition index, error, base offset, log start, message, append time).
     outcomes: list[list[Any]] = []
     waits: dict[int, Awaitable[None]] = {}
     for topic_data in request.topic_data:
@@ -34,7 +35,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             except Exception:
                 topic = None
         for data in topic_data.partition_data:
-            outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None]
+            outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1]
             outcomes.append(outcome)
             if acks not in (0, 1, -1):
                 outcome[2] = ErrorCode.invalid_required_acks
@@ -59,6 +60,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 outcome[2], outcome[5] = ErrorCode(exc.code), str(exc)
                 continue
             outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
+            outcome[6] = appended.log_append_time
             wait = broker.make_durable(partition)
             if wait is not None:
                 waits[len(outcomes) - 1] = wait
@@ -68,14 +70,15 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
 
     def respond() -> Any:
         by_topic: dict[str, list[Any]] = {}
-        for name, index, error, base, start, message in outcomes:
+        for name, index, error, base, start, message, append_time in outcomes:
             by_topic.setdefault(name, []).append(
                 build(
                     m.PartitionProduceResponse,
                     index=index,
                     error_code=error,
                     base_offset=base,
-                    log_append_time=None,  # CreateTime: the client stamped the records
+                    # None (-1) for CreateTime: the client stamped the records.
+                    log_append_time=_as_datetime(append_time),
                     log_start_offset=start,
                     record_errors=(),
                     error_message=message,
@@ -102,6 +105,12 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
         return respond()
 
     return after_flush()
+
+
+def _as_datetime(timestamp_ms: int) -> datetime.datetime | None:
+    if timestamp_ms < 0:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp_ms / 1000, datetime.UTC)
 
 
 def _refused_transactional(

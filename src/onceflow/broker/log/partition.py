@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.log import cleaner
 from onceflow.broker.log.aborted_index import AbortedIndex, AbortedTxn
 from onceflow.broker.log.atomic import read_json, write_json_atomically
 from onceflow.broker.log.segment import Segment
@@ -27,18 +28,26 @@ from onceflow.broker.records import (
     first_record_at_or_after,
     read_header,
     split_produced,
+    stamp_log_append_time,
 )
 
 log = logging.getLogger(__name__)
 
 _PATCHED_PREFIX = struct.Struct(">qii")
 SNAPSHOT_FILE = "producers.snapshot"
+LOG_START_FILE = "log-start-offset"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LogConfig:
     segment_bytes: int = 128 * 1024 * 1024
     index_interval_bytes: int = 4096
+    #: Roll the active segment once it is this old (topic config segment.ms).
+    segment_ms: int = 2**63 - 1
+    #: Largest batch a producer may append (topic config max.message.bytes).
+    max_message_bytes: int = 1_048_588
+    #: Stamp batches with the broker's clock (message.timestamp.type=LogAppendTime).
+    log_append_time: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +55,8 @@ class AppendResult:
     base_offset: int
     last_offset: int
     duplicate: bool
+    #: The broker's timestamp when the topic uses LogAppendTime, else -1.
+    log_append_time: int = -1
 
 
 class PartitionLog:
@@ -75,13 +86,20 @@ class PartitionLog:
         #: Files written since the last fsync round (segments, the aborted index).
         self.unflushed: set[Segment | AbortedIndex] = set()
         self._read_hint: tuple[int, Segment, int] | None = None
+        #: Raised by DeleteRecords past the first segment's base (durable checkpoint).
+        self._log_start = 0
+        self._active_since = time.monotonic()
+        #: Set while the cleaner works on this partition: retention leaves it alone.
+        self.cleaning = False
+        #: Offsets below this were compacted by the last cleaner pass.
+        self.cleaned_upto = 0
         self._open()
 
     # -- offsets ---------------------------------------------------------------
 
     @property
     def log_start_offset(self) -> int:
-        return self.segments[0].base_offset
+        return max(self._log_start, self.segments[0].base_offset)
 
     @property
     def log_end_offset(self) -> int:
@@ -102,6 +120,9 @@ class PartitionLog:
     # -- recovery --------------------------------------------------------------
 
     def _open(self) -> None:
+        cleaner.recover_leftovers(self.directory)
+        stored_start = read_json(self.directory / LOG_START_FILE)
+        self._log_start = stored_start["offset"] if stored_start else 0
         bases = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
         if not bases:
             self._add_segment(0)
@@ -121,6 +142,9 @@ class PartitionLog:
             # An empty tail starts where the segment before it ended.
             tail.next_offset = max(tail.base_offset, self.segments[-2].next_offset)
         self.high_watermark = self.log_end_offset
+        # A checkpoint past a log end lost with unflushed data (flush=never) would make
+        # every offset unreadable.
+        self._log_start = min(self._log_start, self.log_end_offset)
         self.aborted.load(self.log_end_offset)
         self._rebuild_producer_state()
 
@@ -192,14 +216,25 @@ class PartitionLog:
                 "produce requests v3+ carry exactly one record batch per partition",
             )
         _, header = batches[0]
+        if header.size > self.config.max_message_bytes:
+            raise InvalidBatch(
+                ErrorCode.message_too_large,
+                f"batch of {header.size} bytes exceeds max.message.bytes "
+                f"{self.config.max_message_bytes}",
+            )
         if header.is_idempotent:
             try:
                 self.producers.check(header)
             except Duplicate as dup:
                 return AppendResult(dup.batch.base_offset, dup.batch.last_offset, True)
+        append_time = -1
+        if self.config.log_append_time:
+            append_time = int(time.time() * 1000)
+            records = stamp_log_append_time(records, append_time)
+            header = read_header(records)
         header = self._write(records, header)
         self._apply_data(header)
-        return AppendResult(header.base_offset, header.last_offset, False)
+        return AppendResult(header.base_offset, header.last_offset, False, append_time)
 
     def append_marker(
         self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
@@ -218,7 +253,10 @@ class PartitionLog:
 
     def _write(self, batch: bytes, header: BatchHeader) -> BatchHeader:
         """Assign the next offsets to one validated batch and write it; returns its header."""
-        if self.active.size and self.active.size + header.size > self.config.segment_bytes:
+        if self.active.size and (
+            self.active.size + header.size > self.config.segment_bytes
+            or (time.monotonic() - self._active_since) * 1000 >= self.config.segment_ms
+        ):
             self.roll()
         base = self.log_end_offset
         header = dataclasses.replace(header, base_offset=base)
@@ -232,6 +270,41 @@ class PartitionLog:
         """Close the active segment and start a new one at the log end."""
         self.write_producer_snapshot()
         self._add_segment(self.log_end_offset)
+        self._active_since = time.monotonic()
+
+    def active_age_ms(self) -> float:
+        return (time.monotonic() - self._active_since) * 1000
+
+    # -- retention and cleaning (driven by log/retention.py) -------------------
+
+    def advance_log_start(self, offset: int) -> None:
+        """DeleteRecords: make ``offset`` the first readable offset, durably."""
+        if offset <= self.log_start_offset:
+            return
+        write_json_atomically(self.directory / LOG_START_FILE, {"offset": offset})
+        self._log_start = offset
+
+    def detach_oldest(self, count: int) -> list[Segment]:
+        """Remove the ``count`` oldest segments (never the active one) from the log and
+        return them; the caller deletes their files once no flush round uses them."""
+        count = min(count, len(self.segments) - 1)
+        doomed = self.segments[:count]
+        del self.segments[:count]
+        del self._bases[:count]
+        for segment in doomed:
+            self.unflushed.discard(segment)
+        self._read_hint = None
+        return doomed
+
+    def replace_segments(self, fresh: dict[int, Segment]) -> list[Segment]:
+        """Swap cleaned segments in by base offset; returns the replaced ones."""
+        old = []
+        for slot, segment in enumerate(self.segments):
+            if segment.base_offset in fresh:
+                old.append(segment)
+                self.segments[slot] = fresh[segment.base_offset]
+        self._read_hint = None
+        return old
 
     def mark_durable(self, offset: int) -> None:
         """Make everything below ``offset`` visible to consumers."""
@@ -287,7 +360,7 @@ class PartitionLog:
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after ``timestamp``."""
         for segment in self.segments:
-            if segment.max_timestamp < timestamp:
+            if segment.max_timestamp < timestamp or segment.next_offset <= self.log_start_offset:
                 continue
             header = segment.locate_timestamp(timestamp)
             if header is None or header.base_offset >= self.high_watermark:
@@ -295,7 +368,11 @@ class PartitionLog:
             position = segment.locate(header.base_offset)
             assert position is not None
             batch = segment.read(position, header.size)
-            return first_record_at_or_after(batch, header, timestamp)
+            found = first_record_at_or_after(batch, header, timestamp)
+            if found is not None and found[0] < self.log_start_offset:
+                # DeleteRecords cut into this batch: its first readable offset.
+                return self.log_start_offset, found[1]
+            return found
         return None
 
     def max_timestamp_offset(self) -> tuple[int, int] | None:
@@ -321,6 +398,12 @@ class PartitionLog:
         segments = list(self.unflushed)
         self.unflushed.clear()
         return segments, self.log_end_offset
+
+    def discard(self) -> None:
+        """Close every file without writing anything (the partition is being deleted)."""
+        for segment in self.segments:
+            segment.close()
+        self.aborted.close()
 
     def close(self) -> None:
         for segment in self.segments:

@@ -1,0 +1,336 @@
+"""Admin APIs: DeleteTopics, CreatePartitions, DeleteRecords, DescribeCluster,
+DescribeProducers, ListTransactions and DescribeTransactions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from onceflow.broker.log.retention import remove_directories
+from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.topics import Topic, TopicError
+from onceflow.broker.transactions import TxnState
+
+DELETE_TOPICS = 20
+DELETE_RECORDS = 21
+CREATE_PARTITIONS = 37
+DESCRIBE_CLUSTER = 60
+DESCRIBE_PRODUCERS = 61
+DESCRIBE_TRANSACTIONS = 65
+LIST_TRANSACTIONS = 66
+NO_AUTHORIZED_OPERATIONS = -(2**31)
+HIGH_WATERMARK = -1
+
+
+def _live_topic(broker: Any, name: str | None) -> Topic | None:
+    topic = broker.topics.get(name) if name is not None else None
+    return None if topic is None or topic.deleting else topic
+
+
+# -- DeleteTopics --------------------------------------------------------------------
+
+
+def delete_topics(broker: Any, header: Any, request: Any) -> Any:
+    """Answer once the topics are gone from metadata and their files are deleted.
+
+    A fetch or produce already decoded finishes on the partition objects it holds (the
+    files are closed only after the flusher drains); later requests see
+    UNKNOWN_TOPIC_OR_PARTITION. An open transaction on a deleted partition simply writes
+    no marker there when it ends.
+    """
+    m = response_module(DELETE_TOPICS, request.__version__)
+    by_id = {t.topic_id: t for t in broker.topics.topics.values()}
+    wanted = getattr(request, "topics", None)
+    asked = (
+        [(t.name, t.topic_id) for t in wanted]
+        if wanted is not None
+        else [(name, None) for name in request.topic_names]
+    )
+    results: list[tuple[str | None, Any, ErrorCode, str | None]] = []
+    doomed: list[Topic] = []
+    for name, topic_id in asked:
+        topic = _live_topic(broker, name) if name is not None else by_id.get(topic_id)
+        if topic is None or topic.deleting:
+            code = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
+            results.append((name, topic_id, code, "topic does not exist"))
+            continue
+        # Maintenance leaves a deleting topic alone; the flag also refuses a second delete.
+        topic.deleting = True
+        doomed.append(topic)
+        results.append((topic.name, topic.topic_id, ErrorCode.none, None))
+
+    def respond() -> Any:
+        return build(
+            m.DeleteTopicsResponse,
+            throttle_time=NO_THROTTLE,
+            responses=tuple(
+                build(
+                    m.DeletableTopicResult,
+                    name=name,
+                    topic_id=topic_id,
+                    error_code=code,
+                    error_message=message,
+                )
+                for name, topic_id, code, message in results
+            ),
+        )
+
+    if not doomed:
+        return respond()
+
+    async def finish() -> Any:
+        partitions = [p for t in doomed for p in t.partitions]
+        await broker.maintenance.quiesce(partitions)
+        moved = []
+        for topic in doomed:
+            moved += broker.topics.remove(topic.name)
+            broker.groups.forget_topic(topic.name)
+        await broker.flusher.drain()
+        for partition, _ in moved:
+            partition.discard()
+        await asyncio.to_thread(remove_directories, [path for _, path in moved])
+        return respond()
+
+    return finish()
+
+
+# -- CreatePartitions ------------------------------------------------------------------
+
+
+def create_partitions(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(CREATE_PARTITIONS, request.__version__)
+    names = [t.name for t in request.topics]
+    node = broker.config.node_id
+    results = []
+    for wanted in request.topics:
+        error, message = ErrorCode.none, None
+        try:
+            if names.count(wanted.name) > 1:
+                raise TopicError(ErrorCode.invalid_request, f"topic {wanted.name!r} appears twice")
+            topic = _live_topic(broker, wanted.name)
+            if topic is None:
+                raise TopicError(
+                    ErrorCode.unknown_topic_or_partition, f"topic {wanted.name!r} does not exist"
+                )
+            if wanted.count <= len(topic.partitions):
+                raise TopicError(
+                    ErrorCode.invalid_partitions,
+                    f"topic {wanted.name!r} has {len(topic.partitions)} partitions; the new "
+                    f"count must be larger, got {wanted.count}",
+                )
+            for assignment in wanted.assignments or ():
+                if list(assignment.broker_ids) != [node]:
+                    raise TopicError(
+                        ErrorCode.invalid_replica_assignment,
+                        f"every partition must be assigned to the single broker {node}",
+                    )
+            if not request.validate_only:
+                broker.topics.add_partitions(wanted.name, wanted.count)
+        except TopicError as exc:
+            error, message = ErrorCode(exc.code), str(exc)
+        results.append(
+            build(
+                m.CreatePartitionsTopicResult,
+                name=wanted.name,
+                error_code=error,
+                error_message=message,
+            )
+        )
+    return build(m.CreatePartitionsResponse, throttle_time=NO_THROTTLE, results=tuple(results))
+
+
+# -- DeleteRecords ---------------------------------------------------------------------
+
+
+def delete_records(broker: Any, header: Any, request: Any) -> Any:
+    """Advance each partition's log start offset (durably); retention then removes the
+    segments wholly below it."""
+    m = response_module(DELETE_RECORDS, request.__version__)
+    topics = []
+    for wanted in request.topics:
+        topic = _live_topic(broker, wanted.name)
+        partitions = []
+        for asked in wanted.partitions:
+            error, low = ErrorCode.none, -1
+            partition = (
+                topic.partitions[asked.partition_index]
+                if topic is not None and 0 <= asked.partition_index < len(topic.partitions)
+                else None
+            )
+            if partition is None:
+                error = ErrorCode.unknown_topic_or_partition
+            elif topic is not None and topic.effective.compact and not topic.effective.delete:
+                # As Kafka: records of a compacted-only topic are removed by compaction.
+                error = ErrorCode.policy_violation
+            else:
+                offset = (
+                    partition.high_watermark if asked.offset == HIGH_WATERMARK else asked.offset
+                )
+                if not 0 <= offset <= partition.high_watermark:
+                    error = ErrorCode.offset_out_of_range
+                else:
+                    partition.advance_log_start(offset)
+                    low = partition.log_start_offset
+            partitions.append(
+                build(
+                    m.DeleteRecordsPartitionResult,
+                    partition_index=asked.partition_index,
+                    low_watermark=low,
+                    error_code=error,
+                )
+            )
+        topics.append(
+            build(m.DeleteRecordsTopicResult, name=wanted.name, partitions=tuple(partitions))
+        )
+    return build(m.DeleteRecordsResponse, throttle_time=NO_THROTTLE, topics=tuple(topics))
+
+
+# -- DescribeCluster -----------------------------------------------------------------
+
+
+def describe_cluster(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(DESCRIBE_CLUSTER, request.__version__)
+    node = broker.config.node_id
+    return build(
+        m.DescribeClusterResponse,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        error_message=None,
+        endpoint_type=getattr(request, "endpoint_type", 1),
+        cluster_id=broker.cluster_id,
+        controller_id=node,
+        brokers=(
+            build(
+                m.DescribeClusterBroker,
+                broker_id=node,
+                host=broker.host,
+                port=broker.port,
+                rack=None,
+            ),
+        ),
+        cluster_authorized_operations=NO_AUTHORIZED_OPERATIONS,
+    )
+
+
+# -- producers and transactions ----------------------------------------------------------
+
+
+def describe_producers(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(DESCRIBE_PRODUCERS, request.__version__)
+    topics = []
+    for wanted in request.topics:
+        partitions = []
+        for index in wanted.partition_indexes:
+            partition = broker.topics.partition(wanted.name, index)
+            states: tuple[Any, ...] = ()
+            error = ErrorCode.none
+            if partition is None:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                states = tuple(
+                    build(
+                        m.ProducerState,
+                        producer_id=producer_id,
+                        producer_epoch=entry.epoch,
+                        last_sequence=entry.last_sequence,
+                        last_timestamp=-1,
+                        coordinator_epoch=0 if producer_id in partition.ongoing else -1,
+                        current_txn_start_offset=partition.ongoing.get(producer_id, -1),
+                    )
+                    for producer_id, entry in sorted(partition.producers.entries.items())
+                )
+            partitions.append(
+                build(
+                    m.PartitionResponse,
+                    partition_index=index,
+                    error_code=error,
+                    error_message=None,
+                    active_producers=states,
+                )
+            )
+        topics.append(build(m.TopicResponse, name=wanted.name, partitions=tuple(partitions)))
+    return build(m.DescribeProducersResponse, throttle_time=NO_THROTTLE, topics=tuple(topics))
+
+
+def list_transactions(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(LIST_TRANSACTIONS, request.__version__)
+    known = {s.value for s in TxnState}
+    states = set(request.state_filters)
+    producers = set(request.producer_id_filters)
+    min_duration = getattr(request, "duration_filter", -1)
+    now_ms = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
+    listed = []
+    for txn in broker.transactions.describe():
+        if states and txn.state.value not in states:
+            continue
+        if producers and txn.producer_id not in producers:
+            continue
+        if min_duration >= 0 and (
+            txn.state is not TxnState.ONGOING or now_ms - txn.started_ms < min_duration
+        ):
+            continue
+        listed.append(
+            build(
+                m.TransactionState,
+                transactional_id=txn.transactional_id,
+                producer_id=txn.producer_id,
+                transaction_state=txn.state.value,
+            )
+        )
+    return build(
+        m.ListTransactionsResponse,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        unknown_state_filters=tuple(sorted(states - known)),
+        transaction_states=tuple(listed),
+    )
+
+
+def describe_transactions(broker: Any, header: Any, request: Any) -> Any:
+    m = response_module(DESCRIBE_TRANSACTIONS, request.__version__)
+    by_id = {t.transactional_id: t for t in broker.transactions.describe()}
+    states = []
+    for transactional_id in request.transactional_ids:
+        txn = by_id.get(transactional_id)
+        if txn is None:
+            states.append(
+                build(
+                    m.TransactionState,
+                    error_code=ErrorCode.transactional_id_not_found,
+                    transactional_id=transactional_id,
+                    transaction_state="",
+                    transaction_timeout=datetime.timedelta(0),
+                    transaction_start_time=datetime.datetime.fromtimestamp(0, datetime.UTC),
+                    producer_id=-1,
+                    producer_epoch=-1,
+                    topics=(),
+                )
+            )
+            continue
+        by_topic: dict[str, list[int]] = {}
+        for topic, index in sorted(txn.partitions):
+            by_topic.setdefault(topic, []).append(index)
+        states.append(
+            build(
+                m.TransactionState,
+                error_code=ErrorCode.none,
+                transactional_id=transactional_id,
+                transaction_state=txn.state.value,
+                transaction_timeout=datetime.timedelta(milliseconds=txn.timeout_ms),
+                transaction_start_time=datetime.datetime.fromtimestamp(
+                    max(txn.started_ms, 0) / 1000, datetime.UTC
+                ),
+                producer_id=txn.producer_id,
+                producer_epoch=txn.epoch,
+                topics=tuple(
+                    build(m.TopicData, topic=topic, partitions=tuple(indexes))
+                    for topic, indexes in by_topic.items()
+                ),
+            )
+        )
+    return build(
+        m.DescribeTransactionsResponse, throttle_time=NO_THROTTLE, transaction_states=tuple(states)
+    )
