@@ -76,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not create unknown topics on metadata or produce requests",
     )
+    broker.add_argument(
+        "--retention-check-interval-ms",
+        type=_positive,
+        default=300_000,
+        help="how often retention and segment.ms are applied (Kafka's "
+        "log.retention.check.interval.ms)",
+    )
+    broker.add_argument(
+        "--cleaner-backoff-ms",
+        type=_positive,
+        default=15_000,
+        help="how often compacted topics are looked at for cleaning (log.cleaner.backoff.ms)",
+    )
     broker.set_defaults(run=_run_broker)
 
     demo = commands.add_parser(
@@ -117,6 +130,8 @@ def _run_broker(args: argparse.Namespace) -> int:
         segment_bytes=args.segment_bytes,
         default_partitions=args.default_partitions,
         auto_create_topics=args.auto_create,
+        log_retention_check_interval_ms=args.retention_check_interval_ms,
+        log_cleaner_backoff_ms=args.cleaner_backoff_ms,
     )
     return asyncio.run(_serve(config))
 

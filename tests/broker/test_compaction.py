@@ -20,12 +20,11 @@ Entry = tuple[int, bytes, bytes | None]
 @pytest.fixture
 def start_broker(
     onceflow_broker_process_factory: Callable[..., BrokerProcess],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[[], BrokerProcess]]:
     # Look for work every 100 ms instead of Kafka's 15 s / 5 min.
-    monkeypatch.setenv("ONCEFLOW_LOG_CLEANER_BACKOFF_MS", "100")
-    monkeypatch.setenv("ONCEFLOW_LOG_RETENTION_CHECK_INTERVAL_MS", "100")
-    yield onceflow_broker_process_factory
+    yield lambda: onceflow_broker_process_factory(
+        extra_args=("--cleaner-backoff-ms", "100", "--retention-check-interval-ms", "100")
+    )
 
 
 COMPACTED = {

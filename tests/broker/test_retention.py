@@ -19,10 +19,8 @@ TIMEOUT = 15
 @pytest.fixture
 def broker(
     onceflow_broker_process_factory: Callable[..., BrokerProcess],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[BrokerProcess]:
-    monkeypatch.setenv("ONCEFLOW_LOG_RETENTION_CHECK_INTERVAL_MS", "100")
-    yield onceflow_broker_process_factory()
+    yield onceflow_broker_process_factory(extra_args=("--retention-check-interval-ms", "100"))
 
 
 def _create(bootstrap: str, name: str, configs: dict[str, str]) -> None:

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from pathlib import Path
 
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
-
-
-def _env_ms(name: str, default: int) -> int:
-    """A millisecond setting that tests (and impatient users) can shorten through the
-    environment of a broker process."""
-    return int(os.environ.get(name, default))
 
 
 class FlushPolicy(enum.StrEnum):
@@ -53,10 +46,6 @@ class BrokerConfig:
     group_initial_rebalance_delay_ms: int = 0
     #: How often retention (and segment.ms on quiet logs) is applied, like Kafka's
     #: log.retention.check.interval.ms (default 5 minutes).
-    log_retention_check_interval_ms: int = dataclasses.field(
-        default_factory=lambda: _env_ms("ONCEFLOW_LOG_RETENTION_CHECK_INTERVAL_MS", 300_000)
-    )
+    log_retention_check_interval_ms: int = 300_000
     #: How often compacted topics are looked at for cleaning (Kafka's log.cleaner.backoff.ms).
-    log_cleaner_backoff_ms: int = dataclasses.field(
-        default_factory=lambda: _env_ms("ONCEFLOW_LOG_CLEANER_BACKOFF_MS", 15_000)
-    )
+    log_cleaner_backoff_ms: int = 15_000
