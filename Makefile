@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Quix Streams pins an older confluent-kafka than the suite tests, so its interop test
+# runs the Quix app from a virtualenv of its own.
+QUIX_VENV := .venv-quix
+QUIX_STAMP := $(QUIX_VENV)/.installed
 
 .PHONY: demo test lint format bench clean
 
@@ -11,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(QUIX_STAMP):
+	test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet 'quixstreams>=3.20,<4'
+	touch $(QUIX_STAMP)
 
 demo: $(STAMP)
 	$(PY) -m onceflow demo
@@ -23,11 +32,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
 
-test: lint
+test: lint $(QUIX_STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) bench/broker_throughput.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) $(QUIX_VENV) build dist src/*.egg-info
