@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Quix Streams pins an older confluent-kafka than the suite tests, so its interop test
-# runs the Quix app from a virtualenv of its own.
+# and the pipeline benchmark's reference run use a virtualenv of their own.
 QUIX_VENV := .venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
 
@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-$(QUIX_STAMP):
+$(QUIX_STAMP): pyproject.toml
 	test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
-	$(QUIX_VENV)/bin/python -m pip install --quiet 'quixstreams>=3.20,<4'
+	$(QUIX_VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	touch $(QUIX_STAMP)
 
 demo: $(STAMP)
@@ -35,8 +35,10 @@ format: $(STAMP)
 test: lint $(QUIX_STAMP)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(QUIX_STAMP)
 	$(PY) bench/broker_throughput.py
+	$(PY) bench/transactional_throughput.py
+	$(PY) bench/pipeline_throughput.py
 
 clean:
 	rm -rf $(VENV) $(QUIX_VENV) build dist src/*.egg-info

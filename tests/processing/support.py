@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from onceflow.examples.orders import LEDGER_TABLE, Order, balances, ledger
+
+from .worker import open_db
 
 WORKER = Path(__file__).with_name("worker.py")
 DEADLINE = 30.0
@@ -50,6 +57,12 @@ class WorkerRun:
             command += ["--crash-at", crash_at]
         return command
 
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        """Start the worker in the background (stdout and stderr piped, as text)."""
+        return subprocess.Popen(
+            [*self.command(), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
     def run(
         self, crash_at: str | None = None, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
@@ -59,50 +72,108 @@ class WorkerRun:
 
     def run_clean(self) -> dict[str, Any]:
         done = self.run()
-        assert done.returncode == 0, f"worker failed ({done.returncode}):\n{done.stderr[-3000:]}"
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return worker_stats(done.returncode, done.stdout, done.stderr)
 
 
-def read_topic(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[Any]:
-    """Every record of ``topic`` (all partitions) visible with ``isolation``: read until
-    each position reaches the end ListOffsets reports for that isolation level."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-        }
-    )
-    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-    if metadata.error is not None:
-        raise KafkaException(metadata.error)
-    tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
-    marks = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10) for tp in tps}
-    # An empty partition is done before the reader ever gets a position on it.
-    todo = [tp for tp in tps if marks[tp.partition][1] > marks[tp.partition][0]]
-    values: list[Any] = []
-    deadline = time.monotonic() + DEADLINE
+def worker_stats(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The ``RunStats`` a worker printed; fails unless it exited cleanly."""
+    assert returncode == 0, f"worker failed ({returncode}):\n{stderr[-3000:]}"
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def finish(worker: subprocess.Popen[str], timeout: float = 60.0) -> dict[str, Any]:
+    """Wait for a worker started with ``WorkerRun.start`` and return its stats; kill it
+    if it does not finish within ``timeout`` s."""
     try:
-        consumer.assign(todo)
-        while todo and time.monotonic() < deadline:
-            positions = {tp.partition: tp.offset for tp in consumer.position(todo)}
-            if all(positions[tp.partition] >= marks[tp.partition][1] for tp in todo):
-                break
-            for message in consumer.consume(num_messages=500, timeout=0.2):
-                if message.error():
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(message.error())
-                values.append(message)
-        else:
-            if todo:
-                raise AssertionError(f"reader did not reach {marks} within {DEADLINE}s")
+        out, err = worker.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        out, err = worker.communicate()
+        raise AssertionError(f"worker did not finish in {timeout:.0f} s:\n{err[-3000:]}") from None
+    return worker_stats(worker.returncode, out, err)
+
+
+def kill(*workers: subprocess.Popen[str] | None) -> None:
+    """SIGCONT (in case it is paused), then SIGKILL every worker still running."""
+    for worker in workers:
+        if worker is not None and worker.poll() is None:
+            os.kill(worker.pid, signal.SIGCONT)
+            worker.kill()
+            worker.communicate()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    """The group's committed offset of each partition of ``topic`` (-1001: none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return [tp.offset for tp in consumer.committed(tps, timeout=10)]
     finally:
         consumer.close()
-    return values
 
 
-def payment_ids(bootstrap: str, topic: str) -> Counter[str]:
-    """order id -> how many payment events ``topic`` holds for it (read_committed)."""
-    return Counter(json.loads(m.value())["order_id"] for m in read_topic(bootstrap, topic))
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """The high watermark of each partition of ``topic``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends"})
+    try:
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+def count_charges(db_url: str) -> int:
+    """Rows in the ledger (0 before the worker created it)."""
+    if db_url.startswith("sqlite:") and not Path(db_url.removeprefix("sqlite:")).exists():
+        return 0
+    db = open_db(db_url)
+    try:
+        return len(db.query(f"SELECT key FROM {LEDGER_TABLE}"))
+    except Exception:  # the worker has not created the table yet
+        db.rollback()
+        return 0
+    finally:
+        db.close()
+
+
+def check_database(db_url: str, orders: Sequence[Order], *, complete: bool) -> dict[str, int]:
+    """Every charge in the DB is a real order with its amount, applied once to its
+    customer's balance; with ``complete``, every order is charged."""
+    db = open_db(db_url)
+    try:
+        charged, got = ledger(db), balances(db)
+    finally:
+        db.close()
+    by_id = {o.order_id: o for o in orders}
+    assert all(by_id[k].amount == v for k, v in charged.items()), "unknown or wrong charge"
+    if complete:
+        assert set(charged) == set(by_id), f"{len(by_id) - len(charged)} orders not charged"
+    expected: Counter[str] = Counter()
+    for order_id, amount in charged.items():
+        expected[by_id[order_id].customer] += amount
+    assert got == dict(expected), "balances != sum of charged orders"
+    return charged
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    *,
+    timeout: float = DEADLINE,
+    alive: Sequence[subprocess.Popen[Any]] = (),
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` s or if a process in
+    ``alive`` exits first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for process in alive:
+            if process.poll() is not None:
+                _, err = process.communicate()
+                raise AssertionError(
+                    f"worker exited ({process.returncode}) before {what}:\n{err[-3000:]}"
+                )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
+        time.sleep(0.1)  # the polling interval of a bounded wait

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from onceflow import Guarantee
 from onceflow.examples.orders import (
@@ -15,10 +15,14 @@ from onceflow.examples.orders import (
     build_runner,
     ledger,
     make_orders,
+    payment_counts,
     produce_orders,
+    read_topic,
 )
 from onceflow.guarantees import GuaranteeConfigError
 from onceflow.processing import (
+    AFTER_COMMIT,
+    RECORD_PROCESSED,
     ExactlyOnceSink,
     ProcessingError,
     Runner,
@@ -27,7 +31,7 @@ from onceflow.processing import (
 )
 from onceflow.testing import BrokerProcess
 
-from .support import create_topics, payment_ids, read_topic
+from .support import check_database, create_topics
 
 POISON = {"order-000007": "ten", "order-000033": -5}
 
@@ -38,10 +42,10 @@ def poisoned_orders(count: int) -> list[Order]:
     ]
 
 
-def run_pipeline(
+def make_pipeline(
     broker: BrokerProcess, names: dict[str, str], db_path: Path, guarantee: Guarantee, **kw: object
 ) -> Runner:
-    runner = build_runner(
+    return build_runner(
         broker.bootstrap, guarantee, SqliteDatabase(db_path), group=names["group"],
         payments_topic=names["payments"], source=names["orders"],
         producer_overrides={"transaction.timeout.ms": 10000}
@@ -49,6 +53,12 @@ def run_pipeline(
         consumer_overrides={"session.timeout.ms": 6000},
         **kw,  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+def run_pipeline(
+    broker: BrokerProcess, names: dict[str, str], db_path: Path, guarantee: Guarantee, **kw: object
+) -> Runner:
+    runner = make_pipeline(broker, names, db_path, guarantee, **kw)
     runner.run(idle_timeout=1.5, max_seconds=60)
     return runner
 
@@ -70,7 +80,7 @@ def test_poison_records_go_to_the_dead_letter_topic(
         assert b"bad amount" in headers["onceflow.error"]
         assert headers["onceflow.source"].startswith(names["orders"].encode())
     good = {o.order_id for o in orders} - set(POISON)
-    payments = payment_ids(broker.bootstrap, names["payments"])
+    payments = payment_counts(broker.bootstrap, names["payments"])
     assert set(payments) == good and max(payments.values()) == 1
 
 
@@ -111,6 +121,47 @@ def test_poison_record_in_exactly_once_database_sink(
     assert set(charged) == {o.order_id for o in orders} - set(POISON)
     assert stored == [(50,)]
     assert sum(got_balances.values()) == sum(charged.values())
+
+
+def test_fenced_producer_is_rebuilt_and_the_runner_rejoins(
+    broker: BrokerProcess, names: dict[str, str], tmp_path: Path
+) -> None:
+    create_topics(broker.bootstrap, (names["orders"], 2), (names["payments"], 1))
+    orders = make_orders(300)
+    produce_orders(broker.bootstrap, orders, topic=names["orders"])
+    members: list[str] = []
+    fencers: list[Producer] = []
+
+    def fence_once(point: str) -> None:
+        if point == RECORD_PROCESSED and runner.stats.processed == 60 and not fencers:
+            assert runner.consumer is not None
+            members.append(runner.consumer.memberid())
+            # A second producer with the runner's transactional id: the broker bumps the
+            # epoch, aborts the open transaction and fences the runner's producer.
+            fencer = Producer(
+                {"bootstrap.servers": broker.bootstrap, "transactional.id": runner.transactional_id}
+            )
+            fencer.init_transactions(30)
+            fencers.append(fencer)
+        elif point == AFTER_COMMIT and runner.stats.rejoins and len(members) == 1:
+            assert runner.consumer is not None
+            members.append(runner.consumer.memberid())
+
+    db_path = tmp_path / "fenced.db"
+    runner = make_pipeline(
+        broker, names, db_path, Guarantee.EXACTLY_ONCE, commit_every=40, fault_hook=fence_once
+    )
+    stats = runner.run(idle_timeout=1.5, max_seconds=60)
+    for fencer in fencers:
+        fencer.close()
+
+    assert stats.producer_rebuilds == 1 and stats.rejoins == 1, stats
+    assert any("FENCED" in name for name in stats.errors), f"fencing not surfaced: {stats}"
+    assert len(members) == 2 and members[0] != members[1], f"did not rejoin: {members}"
+    payments = payment_counts(broker.bootstrap, names["payments"])
+    assert set(payments) == {o.order_id for o in orders}, "a payment was lost"
+    assert max(payments.values()) == 1, "the fenced transaction's payments became visible"
+    check_database(f"sqlite:{db_path}", orders, complete=True)
 
 
 def _runner(guarantee: Guarantee, **kw: object) -> Runner:

@@ -14,11 +14,21 @@ from __future__ import annotations
 import functools
 import json
 import random
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka import Message as KafkaMessage
 
 from onceflow.guarantees import Guarantee
 from onceflow.processing import (
@@ -66,7 +76,16 @@ def produce_orders(bootstrap: str, orders: Iterable[Order], *, topic: str = ORDE
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     sent = 0
     for order in orders:
-        producer.produce(topic, key=order.customer.encode(), value=order.encode())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                producer.produce(topic, key=order.customer.encode(), value=order.encode())
+                break
+            except BufferError:
+                # The local queue is full: wait for acknowledgements to make room.
+                if time.monotonic() > deadline:
+                    raise
+                producer.poll(0.05)
         producer.poll(0)
         sent += 1
     if producer.flush(30) != 0:
@@ -83,29 +102,23 @@ def parse_order(record: Record) -> dict[str, Any]:
     return order
 
 
-def charge_to_kafka(record: Record, payments_topic: str = PAYMENTS) -> list[Output]:
-    """Charge an order: a payment event on ``payments_topic`` and a ledger row."""
+def charge(
+    record: Record, *, payments_topic: str | None = PAYMENTS, database: bool = True
+) -> list[Output]:
+    """Charge an order: a payment event on ``payments_topic`` (unless None) and, with
+    ``database``, a ledger row keyed by the order id."""
     order = parse_order(record)
     payment = {
         "order_id": order["order_id"],
         "customer": order["customer"],
         "amount": order["amount"],
     }
-    return [
-        Message(payments_topic, json.dumps(payment), key=order["customer"]),
-        Row(payment, key=order["order_id"]),
-    ]
-
-
-def charge_to_database(record: Record) -> list[Output]:
-    """Charge an order with the payment recorded only in the database."""
-    order = parse_order(record)
-    payment = {
-        "order_id": order["order_id"],
-        "customer": order["customer"],
-        "amount": order["amount"],
-    }
-    return [Row(payment, key=order["order_id"])]
+    outputs: list[Output] = []
+    if payments_topic is not None:
+        outputs.append(Message(payments_topic, json.dumps(payment), key=order["customer"]))
+    if database:
+        outputs.append(Row(payment, key=order["order_id"]))
+    return outputs
 
 
 def create_balances(db: Database) -> None:
@@ -130,32 +143,36 @@ def apply_charge(db: Database, row: Row, record: Record) -> None:
 def build_runner(
     bootstrap: str,
     guarantee: Guarantee,
-    db: Database,
+    db: Database | None,
     *,
     exactly_once_sink: bool = False,
     group: str = "charger",
-    payments_topic: str = PAYMENTS,
+    payments_topic: str | None = PAYMENTS,
+    runner_class: Callable[..., Runner] = Runner,
     **runner_options: Any,
 ) -> Runner:
     """The charging processor with ``guarantee``.
 
-    With ``exactly_once_sink`` (exactly-once only), payments are recorded in the
-    database together with the consumer positions instead of on ``payments``.
+    Payments go to ``payments_topic`` (None: nowhere) and, when ``db`` is given, to a
+    ledger and the balances in ``db`` through an idempotent sink. With
+    ``exactly_once_sink`` (exactly-once only) they are recorded only in ``db``, together
+    with the consumer positions. ``runner_class`` builds the runner (the verifier passes
+    one that records).
     """
-    create_balances(db)
+    sink: IdempotentSink | ExactlyOnceSink | None = None
+    if db is not None:
+        create_balances(db)
+        sink_class = ExactlyOnceSink if exactly_once_sink else IdempotentSink
+        sink = sink_class(db, table=LEDGER_TABLE, apply=apply_charge)
+    elif exactly_once_sink:
+        raise ValueError("an exactly-once sink needs a database")
     if exactly_once_sink:
-        sink: IdempotentSink | ExactlyOnceSink = ExactlyOnceSink(
-            db, table=LEDGER_TABLE, apply=apply_charge
-        )
-        process: Callable[[Record], list[Output]] = charge_to_database
-    else:
-        sink = IdempotentSink(db, table=LEDGER_TABLE, apply=apply_charge)
-        process = functools.partial(charge_to_kafka, payments_topic=payments_topic)
-    return Runner(
+        payments_topic = None
+    return runner_class(
         bootstrap=bootstrap,
         source=runner_options.pop("source", ORDERS),
         group=group,
-        process=process,
+        process=functools.partial(charge, payments_topic=payments_topic, database=sink is not None),
         guarantee=guarantee,
         sink=sink,
         **runner_options,
@@ -171,3 +188,50 @@ def ledger(db: Database) -> dict[str, int]:
 def balances(db: Database) -> dict[str, int]:
     """customer -> balance."""
     return {c: int(b) for c, b in db.query(f"SELECT customer, balance FROM {BALANCES_TABLE}")}
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, isolation: str = "read_committed", timeout: float = 30.0
+) -> list[KafkaMessage]:
+    """Every record of ``topic`` (all partitions) visible with ``isolation``: read until
+    each position reaches the end offset ListOffsets reports for that isolation level
+    (the last stable offset under read_committed)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"onceflow-reader-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout) for tp in tps}
+        # An empty partition is done before the reader ever gets a position on it.
+        todo = [tp for tp in tps if ends[tp.partition][1] > ends[tp.partition][0]]
+        messages: list[KafkaMessage] = []
+        deadline = time.monotonic() + timeout
+        consumer.assign(todo)
+        while todo:
+            positions = {tp.partition: tp.offset for tp in consumer.position(todo)}
+            if all(positions[tp.partition] >= ends[tp.partition][1] for tp in todo):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: reader did not reach {ends} within {timeout} s")
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                error = message.error()
+                if error is None:
+                    messages.append(message)
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
+        return messages
+    finally:
+        consumer.close()
+
+
+def payment_counts(bootstrap: str, topic: str = PAYMENTS) -> Counter[str]:
+    """order id -> how many payment events ``topic`` holds for it (read_committed)."""
+    return Counter(json.loads(m.value())["order_id"] for m in read_topic(bootstrap, topic))

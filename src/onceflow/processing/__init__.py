@@ -5,6 +5,7 @@ from onceflow.processing.records import Message, Output, Record, Row
 from onceflow.processing.runner import (
     AFTER_COMMIT,
     BEFORE_COMMIT,
+    BEFORE_OFFSETS,
     RECORD_PROCESSED,
     Runner,
     RunStats,
@@ -21,6 +22,7 @@ from onceflow.processing.sinks import (
 __all__ = [
     "AFTER_COMMIT",
     "BEFORE_COMMIT",
+    "BEFORE_OFFSETS",
     "RECORD_PROCESSED",
     "Database",
     "DatabaseSink",

@@ -1,8 +1,8 @@
 """Commit policies: the one thing the three guarantees do differently.
 
 The runner's loop calls ``on_batch`` with polled records, ``maybe_commit`` after
-each poll, ``on_assign``/``on_revoke`` from the rebalance callbacks and ``abandon``
-when the loop dies with an error.
+each poll, ``on_assign``/``on_revoke``/``on_lost`` from the rebalance callbacks and
+``abandon`` when the loop dies with an error.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from onceflow.guarantees import Guarantee
 from onceflow.processing.errors import ProducerFencedError
 from onceflow.processing.records import Record
-from onceflow.processing.runner import AFTER_COMMIT, BEFORE_COMMIT, RECORD_PROCESSED, Runner
+from onceflow.processing.runner import (
+    AFTER_COMMIT,
+    BEFORE_COMMIT,
+    BEFORE_OFFSETS,
+    RECORD_PROCESSED,
+    Runner,
+)
 from onceflow.processing.sinks.sink import TopicPartitionKey
 
 log = logging.getLogger(__name__)
@@ -38,9 +44,6 @@ class CommitPolicy:
         self.pending: dict[TopicPartitionKey, int] = {}
         self.pending_since: float | None = None
         self.pending_count = 0
-
-    def has_pending(self) -> bool:
-        return bool(self.pending)
 
     def _process(self, records: list[Record]) -> None:
         for record in records:
@@ -85,6 +88,11 @@ class CommitPolicy:
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions are leaving: commit what was processed."""
         self.maybe_commit(force=True)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions were lost (session expired): another member may own them already,
+        so uncommitted work is dropped, never committed; their new owner redoes it."""
+        self.abandon()
 
     def abandon(self) -> None:
         """The loop failed: drop uncommitted work so nothing commits it later."""
@@ -143,9 +151,6 @@ class KafkaTransactions(CommitPolicy):
         self.in_txn = False
         self.rebuilds_in_a_row = 0
 
-    def has_pending(self) -> bool:
-        return self.in_txn or bool(self.pending)
-
     def on_batch(self, records: list[Record]) -> None:
         producer = self.runner.producer
         assert producer is not None
@@ -178,6 +183,19 @@ class KafkaTransactions(CommitPolicy):
         assert producer is not None and consumer is not None
         if runner.sink is not None:
             runner.sink.commit(runner.group, self.pending)
+        runner.fault(BEFORE_OFFSETS)
+        # The broker checks the group metadata's generation (KIP-447): a member whose
+        # partitions moved on gets an error here instead of committing stale results. A
+        # consumer that already knows it was dropped from the group would send no member
+        # id and generation -1, which brokers accept unchecked: abort instead.
+        if not consumer.memberid():
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.UNKNOWN_MEMBER_ID,
+                    "the consumer left the group; its positions cannot be committed",
+                    txn_requires_abort=True,
+                )
+            )
         producer.send_offsets_to_transaction(
             _offsets(self.pending), consumer.consumer_group_metadata(), runner.timeout
         )
@@ -208,6 +226,7 @@ class KafkaTransactions(CommitPolicy):
 
     def _recover(self, exc: KafkaException) -> None:
         error: KafkaError = exc.args[0]
+        self.runner.stats.errors.append(error.name())
         if error.txn_requires_abort():
             log.warning("aborting transaction after abortable error: %s", error)
             try:
@@ -217,9 +236,10 @@ class KafkaTransactions(CommitPolicy):
             except KafkaException as abort_exc:
                 # The abort itself can find the producer fenced: rebuild below.
                 exc, error = abort_exc, abort_exc.args[0]
-        # Fenced or fatal: this producer is dead. Build a new one and start over from
-        # the committed positions; repeated fencing is surfaced, never swallowed.
-        log.error("transactional producer failed (%s); rebuilding it", error)
+        # Fenced or fatal: this producer is dead. Build a new one, join the group again as
+        # a new member and start over from the committed positions; repeated fencing is
+        # surfaced, never swallowed.
+        log.error("transactional producer failed (%s); rebuilding it and rejoining", error)
         self.rebuilds_in_a_row += 1
         if self.rebuilds_in_a_row > MAX_REBUILDS:
             raise ProducerFencedError(
@@ -230,15 +250,21 @@ class KafkaTransactions(CommitPolicy):
             self.runner.sink.rollback()
         self.in_txn = False
         self._clear()
-        self.runner.take_delivery_failures()
-        self.runner.producer = self.runner.new_producer()
-        self.runner.stats.producer_rebuilds += 1
-        self.runner.rewind()
+        self.runner.rebuild_producer()
+        self.runner.request_rejoin()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The transaction holds offsets of partitions that are leaving: finish it now,
         # while this member still owns them.
         self.maybe_commit(force=True)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Committing now would fail the generation check anyway; aborting makes the
+        # outputs invisible at once instead of when the transaction times out.
+        try:
+            self._abort()
+        except KafkaException as exc:
+            self._recover(exc)
 
     def abandon(self) -> None:
         try:

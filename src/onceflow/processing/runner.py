@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -35,6 +36,9 @@ FaultHook = Callable[[str], None]
 
 # Points where ``fault_hook`` is called, so tests can kill the process exactly there.
 RECORD_PROCESSED = "record_processed"
+#: Kafka transactions only: outputs produced and the sink committed; the positions are
+#: not yet in the transaction (a process paused here is a zombie with an open transaction).
+BEFORE_OFFSETS = "before_offsets"
 BEFORE_COMMIT = "before_commit"
 AFTER_COMMIT = "after_commit"
 
@@ -48,6 +52,13 @@ class RunStats:
     commits: int = 0
     aborts: int = 0
     producer_rebuilds: int = 0
+    #: Times the consumer was closed and a new one joined the group after a fatal error.
+    rejoins: int = 0
+    #: Partitions handed back in a rebalance (revoked or lost).
+    revoked: int = 0
+    lost: int = 0
+    #: Names of the Kafka errors that made the runner abort or rebuild, in order.
+    errors: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -61,6 +72,12 @@ class Runner:
       acknowledged and the sink committed, never past an unprocessed record;
     - exactly-once: outputs and positions go in one Kafka transaction (or, with an
       ``ExactlyOnceSink``, rows and positions go in one database transaction).
+
+    Positions are committed every ``commit_every`` records or ``commit_interval_ms``,
+    whichever comes first; one poll returns at most ``max_poll_records`` (default:
+    ``commit_every``). Under exactly-once, an abortable error aborts the transaction and
+    seeks back to the committed positions; a fenced or fatal one closes the producer,
+    builds a new one and joins the group again as a new member (``RunStats`` counts it).
 
     A record whose ``process`` call raises goes, with its error, to the dead-letter
     topic (or dead-letter table of an exactly-once sink) unless ``dead_letters`` is
@@ -80,14 +97,17 @@ class Runner:
         dead_letter_topic: str | None = None,
         commit_every: int = 100,
         commit_interval_ms: int = 100,
+        max_poll_records: int | None = None,
         transactional_id: str | None = None,
         consumer_overrides: dict[str, Any] | None = None,
         producer_overrides: dict[str, Any] | None = None,
         fault_hook: FaultHook | None = None,
         timeout: float = 30.0,
     ) -> None:
-        if commit_every <= 0 or commit_interval_ms <= 0:
-            raise RunnerConfigError("commit_every and commit_interval_ms must be positive")
+        if commit_every <= 0 or commit_interval_ms <= 0 or (max_poll_records or 1) <= 0:
+            raise RunnerConfigError(
+                "commit_every, commit_interval_ms and max_poll_records must be positive"
+            )
         if sink is not None and sink.exactly_once and guarantee is not Guarantee.EXACTLY_ONCE:
             raise RunnerConfigError(
                 f"an ExactlyOnceSink stores offsets in the database; it needs "
@@ -103,6 +123,7 @@ class Runner:
         self.dead_letter_topic = dead_letter_topic or f"{source}.dead-letter"
         self.commit_every = commit_every
         self.commit_interval = commit_interval_ms / 1000
+        self.max_poll_records = max_poll_records or commit_every
         self.fault_hook = fault_hook
         self.timeout = timeout
         self.stats = RunStats()
@@ -118,7 +139,13 @@ class Runner:
             self.producer_settings: dict[str, Any] | None = None
         else:
             if guarantee is Guarantee.EXACTLY_ONCE:
-                instance = consumer_overrides.get("group.instance.id") or socket.gethostname()
+                # KIP-447 fences zombies by group generation, so the id only has to be
+                # unique per live runner. A static member's id is stable, so its restart
+                # also aborts its predecessor's open transaction at once; without one, two
+                # runners on one host must not share an id (they would fence each other).
+                instance = consumer_overrides.get("group.instance.id") or (
+                    f"{socket.gethostname()}-{os.getpid()}"
+                )
                 self.transactional_id = transactional_id or f"onceflow-{group}-{source}-{instance}"
             self.producer_settings = {
                 "bootstrap.servers": bootstrap,
@@ -129,6 +156,7 @@ class Runner:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self._stopping = threading.Event()
+        self._rejoin_requested = False
         self._assigned_at: float | None = None
         self._failed_deliveries: list[KafkaError] = []
 
@@ -169,10 +197,11 @@ class Runner:
                     last_record = time.monotonic()
                     self.policy.on_batch(records)
                 self.policy.maybe_commit(force=False)
+                if self._rejoin_requested:
+                    self._rejoin()
                 if (
                     idle_timeout is not None
                     and self._assigned_at is not None
-                    and not self.policy.has_pending()
                     and time.monotonic() - max(last_record, self._assigned_at) > idle_timeout
                 ):
                     break
@@ -193,15 +222,42 @@ class Runner:
         if self.sink is not None:
             self.sink.setup()
         self.producer = self.new_producer()
-        self.consumer = Consumer(self.consumer_settings)
-        self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._join()
 
-    def _close(self) -> None:
+    def _join(self) -> None:
+        self.consumer = Consumer(self.consumer_settings)
+        self.consumer.subscribe(
+            [self.source],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _close_consumer(self) -> None:
         if self.consumer is not None:
             try:
                 self.consumer.close()
             finally:
                 self.consumer = None
+
+    def request_rejoin(self) -> None:
+        """Leave the group and join again as a new member once the current call returns.
+
+        Used after a fenced or fatal producer error: the member's generation may be the
+        reason, and a rebalance callback cannot close its own consumer.
+        """
+        self._rejoin_requested = True
+
+    def _rejoin(self) -> None:
+        self._rejoin_requested = False
+        log.warning("closing the consumer and joining group %s again", self.group)
+        self._close_consumer()
+        self._assigned_at = None
+        self._join()
+        self.stats.rejoins += 1
+
+    def _close(self) -> None:
+        self._close_consumer()
         if self.producer is not None:
             producer, self.producer = self.producer, None
             try:
@@ -209,6 +265,24 @@ class Runner:
             except KafkaException as exc:
                 # A fenced producer cannot flush; the error that fenced it was raised.
                 log.error("producer flush on close failed: %s", exc)
+
+    def rebuild_producer(self) -> None:
+        """Close the producer and build a new one; its transaction, if any, is lost."""
+        old, self.producer = self.producer, None
+        if old is not None:
+            try:
+                # Queued records belong to the dead transaction: they must not be sent.
+                old.purge()
+                # Producer.close() is new in confluent-kafka 2.13; older ones close when
+                # the object is freed, which the reassignment below lets happen.
+                close = getattr(old, "close", None)
+                if close is not None:
+                    close()
+            except KafkaException as exc:
+                log.info("closing the failed producer: %s", exc)
+        self.take_delivery_failures()
+        self.producer = self.new_producer()
+        self.stats.producer_rebuilds += 1
 
     def new_producer(self) -> Producer | None:
         """A fresh producer; transactional ones are initialised (fencing older ones)."""
@@ -233,7 +307,12 @@ class Runner:
         self.policy.on_assign(consumer, partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.revoked += len(partitions)
         self.policy.on_revoke(consumer, partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.lost += len(partitions)
+        self.policy.on_lost(consumer, partitions)
 
     # -- the loop's parts, used by the policies -------------------------------------------
 
@@ -245,7 +324,7 @@ class Runner:
     def _poll(self) -> list[Record]:
         assert self.consumer is not None
         records: list[Record] = []
-        for message in self.consumer.consume(num_messages=self.commit_every, timeout=0.1):
+        for message in self.consumer.consume(num_messages=self.max_poll_records, timeout=0.1):
             error = message.error()
             if error is None:
                 records.append(Record.from_kafka(message))

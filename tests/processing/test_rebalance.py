@@ -1,0 +1,159 @@
+"""Several workers in one group: a rebalance in the middle of a run, and a zombie.
+
+Each worker (worker.py) is its own process with its own ``group.instance.id``, so its
+own transactional id; the group moves partitions between them while they process.
+``--work-ms`` gives each record a processing cost so a run lasts long enough for a
+second worker to join it midway, and ``--max-poll-records`` keeps polls small so the
+rebalance lands while work is pending (an open transaction, uncommitted positions).
+
+The workers share a PostgreSQL database: SQLite takes one write lock for the whole
+database, so a second writer process waits for the first one's open transaction and,
+with a busy first writer, may wait for its whole run. Orders are keyed by customer, so
+two workers never update the same balance row at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import Any
+
+import pytest
+
+from onceflow.examples.orders import make_orders, payment_counts, produce_orders
+from onceflow.testing import BrokerProcess
+from onceflow.testing.postgres import PostgresServer
+
+from .support import (
+    WorkerRun,
+    check_database,
+    committed_offsets,
+    count_charges,
+    create_topics,
+    end_offsets,
+    finish,
+    kill,
+    wait_until,
+)
+
+PARTITIONS = 4
+ORDERS = make_orders(600)
+ORDER_IDS = {o.order_id for o in ORDERS}
+# Small polls, rare count-based commits: a transaction stays open across many polls.
+PACING = ["--work-ms", "10", "--max-poll-records", "10", "--commit-every", "1000"]
+
+
+def setup_group(
+    broker: BrokerProcess, names: dict[str, str], guarantee: str, db: str, eos_sink: bool = False
+) -> WorkerRun:
+    create_topics(broker.bootstrap, (names["orders"], PARTITIONS), (names["payments"], 1))
+    produce_orders(broker.bootstrap, ORDERS, topic=names["orders"])
+    return WorkerRun(
+        broker.bootstrap, guarantee, db, names["orders"], names["payments"], names["group"],
+        eos_sink=eos_sink,
+    )  # fmt: skip
+
+
+def all_committed(broker: BrokerProcess, names: dict[str, str]) -> bool:
+    ends = end_offsets(broker.bootstrap, names["orders"], PARTITIONS)
+    return committed_offsets(broker.bootstrap, names["group"], names["orders"], PARTITIONS) == ends
+
+
+def second_joins_midway(
+    run: WorkerRun, db: str, commit_interval_ms: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start worker a; once it has produced payments or committed charges, start worker
+    b. Return both workers' stats."""
+    pacing = [*PACING, "--commit-interval-ms", str(commit_interval_ms)]
+    first = run.start("--instance", "a", *pacing)
+    second: subprocess.Popen[str] | None = None
+
+    def under_way() -> bool:
+        [produced] = end_offsets(run.bootstrap, run.payments, 1)
+        return produced > 0 or count_charges(db) > 0
+
+    try:
+        wait_until(under_way, "a is under way", alive=[first])
+        second = run.start("--instance", "b", *pacing)
+        return finish(first), finish(second)
+    finally:
+        kill(first, second)
+
+
+@pytest.mark.parametrize("eos_sink", [False, True], ids=["kafka-txn", "db-txn"])
+def test_exactly_once_holds_across_a_rebalance(
+    broker: BrokerProcess, names: dict[str, str], postgres_server: PostgresServer, eos_sink: bool
+) -> None:
+    db = postgres_server.new_database()
+    run = setup_group(broker, names, "exactly-once", db, eos_sink)
+    a, b = second_joins_midway(run, db, commit_interval_ms=500)
+    assert a["revoked"], "a never gave up a partition: there was no rebalance"
+    assert a["processed"] and b["processed"], f"one worker did all the work: {a} / {b}"
+    # Plain INSERTs in the exactly-once sink: a record applied twice would have failed.
+    check_database(db, ORDERS, complete=True)
+    if not eos_sink:
+        payments = payment_counts(broker.bootstrap, names["payments"])
+        assert set(payments) == ORDER_IDS, "a payment was lost in the rebalance"
+        assert max(payments.values()) == 1, "a payment was duplicated in the rebalance"
+        assert all_committed(broker, names)
+
+
+def test_at_least_once_revocation_commits_what_was_processed(
+    broker: BrokerProcess, names: dict[str, str], postgres_server: PostgresServer
+) -> None:
+    db = postgres_server.new_database()
+    run = setup_group(broker, names, "at-least-once", db)
+    # Time-based commits 30 s apart: within the run only a revocation commits, so
+    # anything it failed to commit would be processed again by the partition's new owner.
+    a, b = second_joins_midway(run, db, commit_interval_ms=30_000)
+    assert a["revoked"] and a["processed"] and b["processed"], f"no rebalance: {a} / {b}"
+    payments = payment_counts(broker.bootstrap, names["payments"])
+    assert set(payments) == ORDER_IDS, "at-least-once lost a payment in the rebalance"
+    duplicates = sum(payments.values()) - len(payments)
+    assert duplicates == 0, f"{duplicates} orders paid again: revocation did not commit"
+    assert a["processed"] + b["processed"] == len(ORDERS)
+    check_database(db, ORDERS, complete=True)
+    assert all_committed(broker, names)
+
+
+def stopped(pid: int) -> bool:
+    """True once the process is stopped by a signal (state T in /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def test_zombie_cannot_commit_after_its_partitions_moved(
+    broker: BrokerProcess, names: dict[str, str], postgres_server: PostgresServer
+) -> None:
+    db = postgres_server.new_database()
+    run = setup_group(broker, names, "exactly-once", db)
+    # a stops itself with its third transaction open: payments produced, ledger rows
+    # committed, positions not yet sent. The transaction timeout is long so that only
+    # the group generation (KIP-447), not the broker's timeout, can fence it.
+    zombie = run.start(
+        "--instance", "a", "--pause-at", "before_offsets:3", "--work-ms", "2",
+        "--transaction-timeout-ms", "60000", "--idle", "3",
+    )  # fmt: skip
+    successor: subprocess.Popen[str] | None = None
+    try:
+        wait_until(lambda: stopped(zombie.pid), "a pauses", alive=[zombie])
+        # b takes every partition once a's session (6 s) expires, and processes them.
+        successor = run.start("--instance", "b", "--idle", "4")
+        wait_until(lambda: all_committed(broker, names), "b commits every order", alive=[successor])
+        os.kill(zombie.pid, signal.SIGCONT)
+        zombie_stats = finish(zombie)
+        successor_stats = finish(successor)
+    finally:
+        kill(zombie, successor)
+
+    # The zombie's transaction did not commit, and the zombie knew it.
+    assert zombie_stats["commits"] == 2, zombie_stats
+    assert zombie_stats["errors"], f"the zombie's commit failed silently: {zombie_stats}"
+    assert zombie_stats["aborts"] + zombie_stats["producer_rebuilds"] >= 1, zombie_stats
+    assert successor_stats["processed"] > 0
+    payments = payment_counts(broker.bootstrap, names["payments"])
+    assert set(payments) == ORDER_IDS, "a payment was lost"
+    assert max(payments.values()) == 1, "the zombie's stale payments became visible"
+    check_database(db, ORDERS, complete=True)
+    assert all_committed(broker, names)
