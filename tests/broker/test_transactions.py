@@ -339,3 +339,30 @@ def test_ongoing_transaction_is_aborted_after_machine_restart(broker: BrokerProc
     with pytest.raises(KafkaException):
         producer.commit_transaction(DEADLINE)
     assert read_all(broker.bootstrap, "reboot", "read_committed") == []
+
+
+def test_offset_fetch_waits_while_a_transaction_stages_offsets(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "stable-in")
+    tp = TopicPartition("stable-in", 0)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "stable",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",  # librdkafka then asks for stable offsets
+        }
+    )
+    producer = txn_producer(broker.bootstrap, "stager")
+    try:
+        consumer.commit(offsets=[TopicPartition("stable-in", 0, 3)], asynchronous=False)
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction(
+            [TopicPartition("stable-in", 0, 7)], consumer.consumer_group_metadata()
+        )
+        # KIP-447: offset 3 is about to be replaced, so it is not handed out meanwhile.
+        with pytest.raises(KafkaException):
+            consumer.committed([tp], timeout=2)
+        producer.commit_transaction(DEADLINE)
+        assert consumer.committed([tp], timeout=10)[0].offset == 7
+    finally:
+        consumer.close()

@@ -294,7 +294,12 @@ class Broker:
                 await writer.drain()
         except (ProtocolError, ConnectionError) as exc:
             # The reader may be blocked waiting for the next request: abort wakes it.
-            log.warning("closing connection: %s", exc)
+            # A client that went away is routine; a request we could not answer is not.
+            log.log(
+                logging.WARNING if isinstance(exc, ProtocolError) else logging.DEBUG,
+                "closing connection: %s",
+                exc,
+            )
             writer.transport.abort()
 
 

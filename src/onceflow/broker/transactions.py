@@ -310,6 +310,15 @@ class TransactionCoordinator:
         txn.pending_offsets[group_id].update(offsets)
         return self._written(txn)
 
+    def pending_offsets(self, group_id: str) -> set[TopicPartition]:
+        """Partitions of ``group_id`` with offsets staged by a transaction not yet ended."""
+        return {
+            tp
+            for txn in self.transactions.values()
+            if txn.state is TxnState.ONGOING or txn.state in PREPARED
+            for tp in txn.pending_offsets.get(group_id, ())
+        }
+
     def verify_produce(self, producer_id: int, epoch: int, topic: str, partition: int) -> ErrorCode:
         """May a transactional batch be appended? Only within the producer's current
         epoch and to a partition added to its ongoing transaction."""

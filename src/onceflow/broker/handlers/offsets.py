@@ -79,16 +79,24 @@ def offset_fetch(broker: Any, header: Any, request: Any) -> Any:
     if request.topics is not None or request.__version__ < _FETCH_ALL_SINCE:
         wanted = [(t.name, index) for t in request.topics or () for index in t.partition_indexes]
     found, flushed = broker.groups.fetch_offsets(request.group_id, wanted)
+    # KIP-447: a consumer that asks for stable offsets must not start from an offset that
+    # an open transaction is about to replace; it retries until the transaction ends.
+    unstable = (
+        broker.transactions.pending_offsets(request.group_id)
+        if getattr(request, "require_stable", False)
+        else set()
+    )
 
     def respond(error: ErrorCode) -> Any:
-        def partition(index: int, committed: CommittedOffset | None) -> Any:
+        def partition(name: str, index: int, committed: CommittedOffset | None) -> Any:
+            stable = error is not ErrorCode.none or (name, index) not in unstable
             return build(
                 m.OffsetFetchResponsePartition,
                 partition_index=index,
                 committed_offset=committed.offset if committed else -1,
                 committed_leader_epoch=committed.leader_epoch if committed else -1,
                 metadata=committed.metadata if committed else "",
-                error_code=error,
+                error_code=error if stable else ErrorCode.unstable_offset_commit,
             )
 
         return build(
@@ -99,7 +107,7 @@ def offset_fetch(broker: Any, header: Any, request: Any) -> Any:
                 build(
                     m.OffsetFetchResponseTopic,
                     name=name,
-                    partitions=tuple(partition(index, c) for index, c in parts),
+                    partitions=tuple(partition(name, index, c) for index, c in parts),
                 )
                 for name, parts in _by_topic(found).items()
             ),
