@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
@@ -57,13 +56,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import confluent_kafka
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
 from onceflow.testing.broker_process import BrokerProcess
+from onceflow.testing.mock_cluster import mock_cluster
 
 RECORD_BYTES = 100
 PARTITION_COUNTS = (1, 6)
@@ -119,63 +118,17 @@ def onceflow_cluster(flush: str) -> Iterator[Cluster]:
             broker.stop()
 
 
-def _librdkafka() -> ctypes.CDLL:
-    """The librdkafka that confluent-kafka loaded, with the mock API's signatures."""
-    package = Path(confluent_kafka.__file__).parent
-    found = sorted(package.parent.glob("confluent_kafka.libs/librdkafka*.so*"))
-    lib = ctypes.CDLL(str(found[0]) if found else "librdkafka.so.1")
-    ptr, c_int = ctypes.c_void_p, ctypes.c_int
-    signatures: dict[str, tuple[Any, list[Any]]] = {
-        "rd_kafka_conf_new": (ptr, []),
-        "rd_kafka_conf_set": (c_int, [ptr, ctypes.c_char_p, ctypes.c_char_p, ptr, ctypes.c_size_t]),
-        "rd_kafka_new": (ptr, [c_int, ptr, ctypes.c_char_p, ctypes.c_size_t]),
-        "rd_kafka_destroy": (None, [ptr]),
-        "rd_kafka_mock_cluster_new": (ptr, [ptr, c_int]),
-        "rd_kafka_mock_cluster_destroy": (None, [ptr]),
-        "rd_kafka_mock_cluster_bootstraps": (ctypes.c_char_p, [ptr]),
-        "rd_kafka_mock_topic_create": (c_int, [ptr, ctypes.c_char_p, c_int, c_int]),
-    }
-    for name, (restype, argtypes) in signatures.items():
-        function = getattr(lib, name)
-        function.restype, function.argtypes = restype, argtypes
-    return lib
-
-
 @contextlib.contextmanager
-def mock_cluster() -> Iterator[Cluster]:
-    """librdkafka's in-memory mock cluster with one broker, owned by a bare handle.
-
-    ``test.mock.num.brokers`` would hide the cluster inside one client and auto-create
-    topics with 4 partitions; the C API gives the bootstrap address and exact topics.
-    """
-    lib = _librdkafka()
-    conf = lib.rd_kafka_conf_new()
-    lib.rd_kafka_conf_set(conf, b"log_level", b"3", None, 0)  # no "no bootstrap" warning
-    errstr = ctypes.create_string_buffer(512)
-    handle = lib.rd_kafka_new(0, conf, errstr, len(errstr))  # 0: RD_KAFKA_PRODUCER
-    if not handle:
-        raise RuntimeError(f"rd_kafka_new failed: {errstr.value.decode()}")
-    mock = lib.rd_kafka_mock_cluster_new(handle, 1)
-    try:
-        if not mock:
-            raise RuntimeError("rd_kafka_mock_cluster_new failed")
-
-        def create_topic(name: str, partitions: int) -> None:
-            error = lib.rd_kafka_mock_topic_create(mock, name.encode(), partitions, 1)
-            if error:
-                raise RuntimeError(f"mock topic {name}: error {KafkaError(error).name()}")
-
-        yield Cluster(lib.rd_kafka_mock_cluster_bootstraps(mock).decode(), create_topic)
-    finally:
-        if mock:
-            lib.rd_kafka_mock_cluster_destroy(mock)
-        lib.rd_kafka_destroy(handle)
+def mock_target() -> Iterator[Cluster]:
+    """librdkafka's in-memory mock cluster with one broker (see onceflow.testing.mock_cluster)."""
+    with mock_cluster() as mock:
+        yield Cluster(mock.bootstrap, mock.create_topic)
 
 
 TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Cluster]]] = {
     "onceflow-always": lambda: onceflow_cluster("always"),
     "onceflow-never": lambda: onceflow_cluster("never"),
-    BASELINE: mock_cluster,
+    BASELINE: mock_target,
 }
 
 # -- the workload -----------------------------------------------------------------

@@ -109,6 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("guarantee", help="at-most-once, at-least-once or exactly-once")
     config.add_argument("--json", action="store_true", help="print JSON instead of a table")
     config.set_defaults(run=_run_config)
+
+    verify = commands.add_parser(
+        "verify",
+        help="run the order/payment pipeline under injected faults and check the history",
+        description="Run a workload under injected faults against the embedded broker (or "
+        "--bootstrap), record a history, check it for lost, duplicated and aborted-but-"
+        "visible records, and exit 1 if the guarantee's expectation is not met.",
+    )
+    verify.add_argument(
+        "--guarantee", action="append", help="at-most-once, at-least-once or exactly-once "
+        "(repeatable; default: all three)",
+    )  # fmt: skip
+    verify.add_argument(
+        "--fault", action="append", default=[], help="a fault to inject (repeatable): "
+        "producer-crash, lost-produce-response, crash-before-commit, crash-after-commit, "
+        "crash-mid-transaction, broker-kill, network-cut",
+    )  # fmt: skip
+    verify.add_argument("--orders", type=_positive, default=400, help="orders to charge")
+    verify.add_argument(
+        "--bootstrap", help="a Kafka-compatible cluster instead of the embedded one"
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    verify.add_argument("--report", type=Path, help="write report.md and a PNG chart here")
+    verify.set_defaults(run=_run_verify)
     return parser
 
 
@@ -191,3 +215,45 @@ def _run_config(args: argparse.Namespace) -> int:
         )  # fmt: skip
     Console(width=160).print(table)
     return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from onceflow.guarantees import Guarantee
+    from onceflow.verify import RunError, report, verify
+    from onceflow.verify import faults as fault_registry
+
+    try:
+        guarantees = [Guarantee.parse(g) for g in args.guarantee or [g.value for g in Guarantee]]
+        fault_registry.parse(args.fault, embedded=args.bootstrap is None)
+    except ValueError as exc:
+        print(f"onceflow verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    console = Console(stderr=args.json)
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        for guarantee in guarantees:
+            task = progress.add_task(guarantee.value, total=None)
+
+            def step(what: str, done: int, total: int, task: int = task) -> None:
+                progress.update(task, description=what, completed=done, total=total)
+
+            try:
+                results.append(
+                    verify(guarantee, args.fault, orders=args.orders, bootstrap=args.bootstrap,
+                           progress=step)
+                )  # fmt: skip
+            except RunError as exc:
+                console.print(f"[red]onceflow verify: the {guarantee.value} run broke: {exc}")
+                return 1
+            progress.remove_task(task)
+    if args.json:
+        print(report.to_json(results))
+    else:
+        report.print_results(console, results)
+    if args.report is not None:
+        path = report.markdown(results, args.report)
+        console.print(f"report written to {path}")
+    return 0 if all(r.ok for r in results) else 1

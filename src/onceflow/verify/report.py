@@ -1,0 +1,134 @@
+"""Reporting verify results: a rich table, JSON, and a Markdown report with a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from onceflow.verify.checker import KINDS
+from onceflow.verify.run import Result
+
+
+def _yes_no(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "NO")
+
+
+def _faults(result: Result) -> str:
+    return ", ".join(result.faults) or "none"
+
+
+def results_table(results: Sequence[Result], title: str = "onceflow verify") -> Table:
+    """One row per run: orders lost, duplicated, balances, anomalies, verdict."""
+    table = Table(title=title)
+    for column in ("guarantee", "faults", "orders", "lost", "duplicated", "balances ok"):
+        table.add_column(column, justify="right" if column in ("orders", "lost") else "left")
+    table.add_column("other anomalies")
+    table.add_column("verdict")
+    for r in results:
+        f = r.findings
+        others = {k: n for k, n in f.counts().items() if n and k not in ("lost", "duplicate")}
+        table.add_row(
+            r.guarantee.value, _faults(r), str(f.orders), str(len(f.lost)),
+            str(len(f.duplicated)), _yes_no(f.balances_correct),
+            ", ".join(f"{n} {k}" for k, n in others.items()) or "-",
+            "[green]pass[/green]" if r.ok else f"[red]FAIL[/red] {r.verdict.summary()}",
+        )  # fmt: skip
+    return table
+
+
+def print_results(console: Console, results: Sequence[Result]) -> None:
+    """The table, then the notes and first anomalies of every failed run."""
+    console.print(results_table(results))
+    for r in results:
+        if r.ok:
+            continue
+        console.print(f"[bold red]{r.guarantee.value} under {_faults(r)}: {r.verdict.summary()}")
+        for note in r.notes:
+            console.print(f"  fault  {note}")
+        for anomaly in r.findings.anomalies[:10]:
+            if anomaly.kind in r.verdict.violations:
+                console.print(f"  {anomaly.kind}  {anomaly.subject}: {anomaly.detail}")
+
+
+def to_json(results: Sequence[Result]) -> str:
+    """Every run as JSON (see ``Result.to_json``)."""
+    return json.dumps({"runs": [r.to_json() for r in results]}, indent=2)
+
+
+def chart(results: Sequence[Result], path: Path) -> Path:
+    """A bar chart of lost and duplicated orders per guarantee and fault."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.guarantee.value}\n{_faults(r)}" for r in results]
+    lost = [len(r.findings.lost) for r in results]
+    duplicated = [len(r.findings.duplicated) for r in results]
+    positions = range(len(results))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(results)), 4.5))
+    ax.bar([p - 0.2 for p in positions], lost, width=0.4, label="orders lost", color="#c0392b")
+    ax.bar(
+        [p + 0.2 for p in positions], duplicated, width=0.4, label="orders duplicated",
+        color="#2980b9",
+    )  # fmt: skip
+    ax.set_xticks(list(positions), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("orders")
+    ax.set_title("onceflow verify: lost and duplicated orders per guarantee and fault")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(results: Sequence[Result], directory: Path) -> Path:
+    """Write ``report.md`` and ``lost-duplicated.png`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    image = chart(results, directory / "lost-duplicated.png")
+    lines = [
+        "# onceflow verify report",
+        "",
+        "At most once may lose but never duplicate; at least once may duplicate but never "
+        "lose (its idempotent sink still applies each order once); exactly once does "
+        "neither. Aborted reads, records visible before their commit, non-monotonic "
+        "offsets, committed-offset regressions, fenced writes, order violations and "
+        "wrong balances fail every guarantee.",
+        "",
+        f"![lost and duplicated orders]({image.name})",
+        "",
+        "| guarantee | faults | target | orders | lost | duplicated | balances ok | verdict |",
+        "|---|---|---|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        f = r.findings
+        lines.append(
+            f"| {r.guarantee.value} | {_faults(r)} | {r.target} | {f.orders} | {len(f.lost)} "
+            f"| {len(f.duplicated)} | {_yes_no(f.balances_correct)} "
+            f"| {'pass' if r.ok else 'FAIL: ' + r.verdict.summary()} |"
+        )
+    lines += ["", "## Anomalies per run", ""]
+    lines.append("| run | " + " | ".join(KINDS) + " |")
+    lines.append("|---|" + "---:|" * len(KINDS))
+    for r in results:
+        counts = r.findings.counts()
+        lines.append(
+            f"| {r.guarantee.value} / {_faults(r)} | "
+            + " | ".join(str(counts[k]) for k in KINDS)
+            + " |"
+        )
+    lines += ["", "## What each run did", ""]
+    for r in results:
+        lines.append(f"### {r.guarantee.value} under {_faults(r)} ({r.seconds:.1f} s)")
+        lines.append("")
+        lines += [f"- {note}" for note in r.notes] or ["- no faults"]
+        for anomaly in r.findings.anomalies[:5]:
+            lines.append(f"- {anomaly.kind}: {anomaly.subject}: {anomaly.detail}")
+        lines.append("")
+    path = directory / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,300 @@
+"""One verify run: start the target, drive the workload through the faults, check.
+
+``verify(guarantee, faults)`` runs the order/payment pipeline against the embedded
+broker (or ``bootstrap``), with every client behind a ``KafkaProxy``, and returns a
+``Result`` with the checker's findings and the guarantee's verdict.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onceflow.guarantees import Guarantee
+from onceflow.testing import BrokerProcess
+from onceflow.verify import faults as fault_registry
+from onceflow.verify import history
+from onceflow.verify.checker import Findings, Verdict, check, verdict
+from onceflow.verify.faults import Fault, FaultContext
+from onceflow.verify.history import Event
+from onceflow.verify.proxy import KafkaProxy
+from onceflow.verify.workload import (
+    PROCESS_TIMEOUT,
+    CreateTopic,
+    Workload,
+    admin_create_topic,
+    count_events,
+    wait,
+    wait_for,
+)
+
+DEFAULT_ORDERS = 400
+PRODUCER_CRASH_FRACTION = 3  # the producer dies after a third of the orders
+LIVE_FAULT_EVERY = 25  # records the last worker processes before each live fault
+WORKER_IDLE = 60.0  # the orchestrator, not idleness, decides that the work is done
+QUIET_SECONDS = 6.0  # no progress for this long (after the faults): the work is done
+STOP_SECONDS = 30.0  # a worker that has not stopped this long after SIGTERM is hung
+WORKER_RESTARTS = 3  # restarts of a last worker that died of an error
+RECORD_DELAY_MS = 4.0  # pace of the last worker when live faults must land mid-stream
+Progress = Callable[[str, int, int], None]
+
+
+class RunError(RuntimeError):
+    """The run itself broke (a worker failed or hung), so nothing can be concluded."""
+
+
+@dataclass
+class Result:
+    """The outcome of one verify run."""
+
+    guarantee: Guarantee
+    faults: tuple[str, ...]
+    target: str
+    findings: Findings
+    verdict: Verdict
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    history: list[Event] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as plain data (no history), for ``--json``."""
+        f = self.findings
+        return {
+            "guarantee": self.guarantee.value,
+            "faults": list(self.faults),
+            "target": self.target,
+            "ok": self.ok,
+            "summary": self.verdict.summary(),
+            "seconds": round(self.seconds, 2),
+            "orders": f.orders,
+            "lost": len(f.lost),
+            "duplicated": len(f.duplicated),
+            "balances_correct": f.balances_correct,
+            "anomalies": f.counts(),
+            "violations": self.verdict.violations,
+            "examples": [
+                {"kind": a.kind, "subject": a.subject, "detail": a.detail} for a in f.anomalies[:20]
+            ],
+            "notes": self.notes,
+        }
+
+
+def _resend_after_producer_crash(
+    guarantee: Guarantee, events: list[Event], planned: list[int]
+) -> list[int]:
+    """What a producer application resends after its process died: at most once
+    nothing it handed to the client; at least once everything unacknowledged; exactly
+    once everything outside a committed transaction."""
+    sent = {e["value_id"] for e in events if e["type"] == "send"}
+    if guarantee is Guarantee.AT_MOST_ONCE:
+        done = sent
+    elif guarantee is Guarantee.AT_LEAST_ONCE:
+        by_id = {e["id"]: e["value_id"] for e in events if e["type"] == "send"}
+        done = {by_id[e["id"]] for e in events if e["type"] == "ack"}
+    else:
+        committed = {e["txn"] for e in events if e["type"] == "txn_commit"}
+        done = {e["value_id"] for e in events if e["type"] == "send" and e["txn"] in committed}
+    return [i for i in planned if f"order-{i:06d}" not in done]
+
+
+class _Run:
+    """The state of one run while it goes."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        faults: list[Fault],
+        ctx: FaultContext,
+        progress: Progress | None,
+    ) -> None:
+        self.workload = workload
+        self.faults = faults
+        self.ctx = ctx
+        self.progress = progress
+        self.notes: list[str] = []
+        crashes = sum(1 for f in faults if f.stage == "crash")
+        self.total_steps = 4 + crashes
+        self.step = 0
+
+    def advance(self, description: str) -> None:
+        self.step += 1
+        if self.progress is not None:
+            self.progress(description, self.step, self.total_steps)
+
+    def note(self, fault: str, detail: str) -> None:
+        self.notes.append(f"{fault}: {detail}")
+        self.workload.recorder.record("fault", name=fault, detail=detail)
+
+    def produce(self) -> None:
+        w = self.workload
+        for fault in self.faults:
+            if fault.stage == "produce" and fault.inject is not None:
+                self.note(fault.name, fault.inject(self.ctx))
+        planned = list(range(w.orders))
+        if any(f.name == "producer-crash" for f in self.faults):
+            crash_after = max(1, w.orders // PRODUCER_CRASH_FRACTION)
+            proc, code = w.produce(planned, crash_after=crash_after)
+            if code != -signal.SIGKILL:
+                raise RunError(f"{proc} did not crash (exit {code}):\n{w.log_tail(proc)}")
+            planned = _resend_after_producer_crash(w.guarantee, w.events_of(proc), planned)
+            self.note("producer-crash", f"{proc} killed after {crash_after} sends; "
+                      f"the next producer sends {len(planned)} orders")  # fmt: skip
+        proc, code = w.produce(planned)
+        if code != 0:
+            raise RunError(f"{proc} failed (exit {code}):\n{w.log_tail(proc)}")
+
+    def crash_workers(self) -> None:
+        w = self.workload
+        for fault in self.faults:
+            if fault.stage != "crash":
+                continue
+            self.advance(f"worker crash: {fault.name}")
+            point = fault.crash_at[w.guarantee]
+            proc, process = w.start_processor(crash_at=point)
+            code = wait(process, PROCESS_TIMEOUT)
+            if code == -signal.SIGKILL:
+                self.note(fault.name, f"{proc} killed at {point}")
+            elif code == 0:
+                self.note(fault.name, f"{proc} never reached {point} (no work left)")
+            else:
+                raise RunError(f"{proc} failed (exit {code}):\n{w.log_tail(proc)}")
+
+    def last_worker(self) -> None:
+        w = self.workload
+        proc, process = w.start_processor(idle=WORKER_IDLE)
+        live = [f for f in self.faults if f.stage == "live" or f.name == "lost-produce-response"]
+        for index, fault in enumerate(live, start=1):
+            target = index * LIVE_FAULT_EVERY
+            reached = wait_for(
+                lambda t=target: (
+                    count_events(w.history_of(proc), "process") >= t or process.poll() is not None
+                ),
+                STOP_SECONDS,
+            )
+            if not reached or process.poll() is not None:
+                self.note(fault.name, f"not injected: {proc} did not reach {target} records")
+                continue
+            assert fault.inject is not None
+            self.note(fault.name, f"while {proc} ran: {fault.inject(self.ctx)}")
+        ends = w.input_ends()
+        progress: dict[str, Any] = {"seen": None, "since": time.monotonic()}
+
+        def done() -> bool:
+            committed = w.committed()
+            if all(committed.get(p, -1) >= end for p, end in ends.items()):
+                return True
+            # A broker whose read_committed shows aborted records makes ``ends`` too
+            # far; then the work is done when nothing has moved for a while.
+            seen = count_events(w.history_of(proc), "process")
+            if seen != progress["seen"] or not count_events(w.history_of(proc), "assign"):
+                progress["seen"], progress["since"] = seen, time.monotonic()
+            return time.monotonic() - progress["since"] > QUIET_SECONDS
+
+        for attempt in range(WORKER_RESTARTS + 1):
+            wait_for(lambda p=process: p.poll() is not None or done(), PROCESS_TIMEOUT)
+            stopped = process.poll() is None
+            if stopped:
+                # Everything is committed: ask the worker to finish (SIGTERM, by PID).
+                process.send_signal(signal.SIGTERM)
+            try:
+                code = wait(process, STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                code = -signal.SIGKILL  # hung: ``wait`` killed it, as a liveness probe would
+            # Killed by our SIGTERM means it had not started its loop: nothing was open.
+            if (code == 0 or (stopped and code == -signal.SIGTERM)) and done():
+                return
+            # A supervisor restarts a worker that died of an error; the history shows
+            # whether the restart kept the guarantee.
+            self.note("worker-failure", f"{proc} exited {code}: {_last_line(w.log_tail(proc))}")
+            if attempt < WORKER_RESTARTS:
+                proc, process = w.start_processor(idle=WORKER_IDLE)
+        notes = "\n".join(self.notes)
+        raise RunError(f"{proc} did not finish the work:\n{notes}\n{w.log_tail(proc)}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line and not line.startswith("%")]
+    return lines[-1][:300] if lines else "no output"
+
+
+def verify(
+    guarantee: Guarantee,
+    faults: list[str],
+    *,
+    orders: int = DEFAULT_ORDERS,
+    bootstrap: str | None = None,
+    create_topic: CreateTopic | None = None,
+    eos_sink: bool = False,
+    workdir: Path | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Run the order/payment pipeline with ``guarantee`` under ``faults`` and check it.
+
+    Without ``bootstrap`` an embedded broker process is started (and is the only target
+    that ``broker-kill`` accepts). ``create_topic`` makes a topic on targets without
+    the CreateTopics API (librdkafka's mock cluster). ``eos_sink`` (exactly-once only)
+    charges into the exactly-once database sink instead of the payments topic.
+    ``workdir`` keeps the histories, logs and database there; by default they go to a
+    temporary directory that is removed.
+    """
+    chosen = fault_registry.parse(faults, embedded=bootstrap is None)
+    started = time.monotonic()
+    scratch = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="onceflow-verify-")) if workdir is None else workdir
+    root.mkdir(parents=True, exist_ok=True)
+    broker: BrokerProcess | None = None
+    proxy: KafkaProxy | None = None
+    reader = None
+    try:
+        if bootstrap is None:
+            broker = BrokerProcess(root / "broker-data").start()
+        direct = bootstrap or broker.bootstrap  # type: ignore[union-attr]
+        proxy = KafkaProxy(direct).start()
+        paced = any(f.stage == "live" or f.name == "lost-produce-response" for f in chosen)
+        workload = Workload(
+            guarantee, orders, root, proxy.bootstrap, direct, eos_sink=eos_sink,
+            record_delay_ms=RECORD_DELAY_MS if paced else 0.0,
+        )  # fmt: skip
+        run = _Run(workload, chosen, FaultContext(proxy, broker), progress)
+        run.advance("setting up")
+        workload.setup(create_topic or admin_create_topic(direct))
+        reader = workload.start_reader()
+        run.advance("producing orders")
+        run.produce()
+        run.crash_workers()
+        run.advance("processing")
+        run.last_worker()
+        run.advance("checking")
+        reader.send_signal(signal.SIGTERM)
+        wait(reader, 30)
+        workload.finish()
+        workload.recorder.close()
+        events = history.load_dir(workload.history_dir)
+        history.write(root / "history.jsonl", events)
+        findings = check(events)
+        return Result(
+            guarantee, tuple(f.name for f in chosen), "embedded" if broker else direct,
+            findings, verdict(guarantee, findings), time.monotonic() - started,
+            run.notes, events,
+        )  # fmt: skip
+    finally:
+        if reader is not None and reader.poll() is None:
+            reader.kill()
+            reader.wait()
+        if proxy is not None:
+            proxy.stop()
+        if broker is not None:
+            broker.stop()
+        if scratch:
+            shutil.rmtree(root, ignore_errors=True)
