@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--fault", action="append", default=[], help="a fault to inject (repeatable): "
         "producer-crash, lost-produce-response, crash-before-commit, crash-after-commit, "
-        "crash-mid-transaction, broker-kill, network-cut",
+        "crash-mid-transaction, broker-kill, network-cut, zombie",
     )  # fmt: skip
     verify.add_argument("--orders", type=_positive, default=400, help="orders to charge")
     verify.add_argument(

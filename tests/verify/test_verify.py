@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from onceflow.guarantees import Guarantee
 from onceflow.testing.mock_cluster import mock_cluster
 from onceflow.verify import checker, verify
@@ -79,3 +81,37 @@ def test_mock_cluster_read_committed_shows_aborted_records() -> None:
     assert result.findings.count(checker.ABORTED_READ) > 0, result.to_json()
     assert not result.ok
     assert checker.ABORTED_READ in result.verdict.violations
+
+
+def test_at_least_once_worker_survives_a_broker_restart(tmp_path: Path) -> None:
+    # The restarted broker has forgotten the group, so the worker's next synchronous
+    # commit is refused (ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID). The runner must treat
+    # that as a stale assignment and keep going; a crash shows up as a worker-failure note.
+    result = verify(Guarantee.AT_LEAST_ONCE, ["broker-kill"], orders=ORDERS, workdir=tmp_path)
+    assert any("broker pid" in n for n in result.notes), result.notes
+    failures = [n for n in result.notes if n.startswith("worker-failure")]
+    assert failures == [], failures
+    assert result.ok and result.findings.lost == set(), result.to_json()
+    # The one worker finished the run itself and saw the refused commit.
+    (log,) = tmp_path.glob("processor-*.log")
+    stats = json.loads(log.read_text().strip().splitlines()[-1])
+    assert stats["errors"], f"no refused commit: the fault missed the commit path {stats}"
+
+
+@pytest.mark.parametrize("guarantee", [Guarantee.EXACTLY_ONCE, Guarantee.AT_LEAST_ONCE])
+def test_zombie_resumed_after_its_partitions_moved(guarantee: Guarantee, tmp_path: Path) -> None:
+    result = verify(guarantee, ["zombie"], orders=ORDERS, workdir=tmp_path)
+    (note,) = [n for n in result.notes if n.startswith("zombie:")]
+    assert "resumed" in note, note
+    zombie_proc = note.split()[1]  # "zombie: processor-N stopped at ..."
+    assert not [n for n in result.notes if n.startswith("worker-failure")], result.notes
+    findings = result.findings
+    assert result.ok, result.to_json()
+    assert findings.count(checker.FENCED_WRITE) == 0
+    assert findings.lost == set() and findings.balances_correct is True
+    if guarantee is Guarantee.EXACTLY_ONCE:
+        assert findings.duplicated == set(), "the zombie's stale payments became visible"
+    # The zombie ran on after SIGCONT and was told it was stale: its commit failed
+    # instead of landing on partitions it no longer owned.
+    zombie = json.loads((tmp_path / f"{zombie_proc}.log").read_text().strip().splitlines()[-1])
+    assert zombie["errors"], f"the zombie's commit did not fail: {zombie}"

@@ -31,6 +31,20 @@ log = logging.getLogger(__name__)
 MAX_REBUILDS = 3
 MAX_COMMIT_RETRIES = 5
 
+# Group errors that mean "this member's assignment is stale": the group moved on (a
+# rebalance, another owner, or a broker restart that forgot the in-memory group). The
+# consumer rejoins by itself through poll(); the application must not crash, and must
+# not retry the stale commit later (it could move a new owner's position backwards).
+# librdkafka reports a lost assignment as _ASSIGNMENT_LOST once it knows.
+STALE_ASSIGNMENT = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
 
 def _offsets(positions: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in positions.items()]
@@ -100,6 +114,31 @@ class CommitPolicy:
             self.runner.sink.rollback()
         self._clear()
 
+    def _commit_offsets(self, positions: dict[TopicPartitionKey, int]) -> bool:
+        """Commit ``positions`` synchronously; False (logged, counted, positions
+        forgotten, consumer rewound to the committed offsets) when the group says this
+        member's assignment is stale. Any other error is raised."""
+        consumer = self.runner.consumer
+        assert consumer is not None
+        try:
+            consumer.commit(offsets=_offsets(positions), asynchronous=False)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() not in STALE_ASSIGNMENT:
+                raise
+            log.warning("offset commit refused, the assignment is stale: %s", error)
+            self.runner.stats.errors.append(error.name())
+            self._clear()
+            # If the partitions stay ours, redo from what the group has; if they move,
+            # the rebalance resets the positions anyway. A failed lookup is left to it.
+            try:
+                self.runner.rewind()
+            except KafkaException as rewind_exc:
+                log.info("rewind after a stale commit failed: %s", rewind_exc)
+            return False
+        self.runner.stats.commits += 1
+        return True
+
 
 class AtMostOnce(CommitPolicy):
     """Commit the batch's positions synchronously, then process it."""
@@ -109,8 +148,10 @@ class AtMostOnce(CommitPolicy):
         positions: dict[TopicPartitionKey, int] = {}
         for record in records:
             positions[(record.topic, record.partition)] = record.offset + 1
-        self.runner.consumer.commit(offsets=_offsets(positions), asynchronous=False)
-        self.runner.stats.commits += 1
+        if not self._commit_offsets(positions):
+            # Not committed, so not ours to process: another member (or this one after
+            # rejoining) starts at the committed offsets; processing now could duplicate.
+            return
         self.runner.fault(AFTER_COMMIT)
         self._process(records)
         if self.runner.sink is not None:
@@ -130,8 +171,10 @@ class AtLeastOnce(CommitPolicy):
             self.runner.sink.commit(self.runner.group, self.pending)
         self._flush_producer()
         self.runner.fault(BEFORE_COMMIT)
-        consumer.commit(offsets=_offsets(self.pending), asynchronous=False)
-        self.runner.stats.commits += 1
+        # Refused as stale: the outputs are durable but the positions are not, so the
+        # records are delivered again (to whichever member owns them): at least once.
+        if not self._commit_offsets(self.pending):
+            return
         self._clear()
         self.runner.fault(AFTER_COMMIT)
 

@@ -9,7 +9,10 @@ A fault acts at one of three stages:
 - ``crash``: a pipeline worker is started to die at a runtime crash point, then the
   next one takes over from what was committed;
 - ``live``: while the last worker is mid-stream (broker kill -9, network cut, lost
-  acknowledgement of the worker's own writes).
+  acknowledgement of the worker's own writes);
+- ``zombie``: the last worker stops itself (SIGSTOP) at a commit point, stays silent
+  past its session timeout while a second worker takes its partitions and processes,
+  then is resumed (SIGCONT) and tries to finish what it started.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onceflow.guarantees import Guarantee
-from onceflow.processing import AFTER_COMMIT, BEFORE_COMMIT, RECORD_PROCESSED
+from onceflow.processing import AFTER_COMMIT, BEFORE_COMMIT, BEFORE_OFFSETS, RECORD_PROCESSED
 from onceflow.testing import BrokerProcess
 from onceflow.verify.proxy import PRODUCE, KafkaProxy
 
@@ -42,7 +45,7 @@ class Fault:
 
     name: str
     description: str
-    stage: str  # produce, crash or live
+    stage: str  # produce, crash, live or zombie
     embedded_only: bool = False
     crash_at: dict[Guarantee, str] = field(default_factory=dict)
     inject: Callable[[FaultContext], str] | None = None
@@ -66,6 +69,17 @@ def _cut_network(ctx: FaultContext) -> str:
     ctx.proxy.cut(CUT_SECONDS)
     time.sleep(CUT_SECONDS)  # the fault is the outage itself
     return f"every client connection cut for {CUT_SECONDS:.0f}s, then healed"
+
+
+def zombie_pause_point(guarantee: Guarantee, eos_sink: bool) -> str:
+    """Where the zombie stops: with its work done but its positions not yet committed,
+    and holding no database lock (the successor shares the SQLite database). Under
+    Kafka transactions that is before the positions join the open transaction (outputs
+    produced, uncommitted); the database-transaction policy never reaches that point."""
+    point = FAULTS["zombie"].crash_at[guarantee]
+    if eos_sink and point.startswith(BEFORE_OFFSETS):
+        return point.replace(BEFORE_OFFSETS, BEFORE_COMMIT, 1)
+    return point
 
 
 def _crash_points(at_most_once: str, others: str) -> dict[Guarantee, str]:
@@ -117,6 +131,18 @@ FAULTS: dict[str, Fault] = {
             "live",
             embedded_only=True,
             inject=_kill_broker,
+        ),
+        Fault(
+            "zombie",
+            "worker paused (SIGSTOP) past its session timeout with work uncommitted, "
+            "resumed (SIGCONT) after another worker took its partitions and processed",
+            "zombie",
+            # At most once: right after committing a batch it has not processed yet.
+            crash_at={
+                Guarantee.AT_MOST_ONCE: f"{AFTER_COMMIT}:2",
+                Guarantee.AT_LEAST_ONCE: f"{BEFORE_COMMIT}:2",
+                Guarantee.EXACTLY_ONCE: f"{BEFORE_OFFSETS}:2",
+            },
         ),
         Fault(
             "network-cut",

@@ -22,7 +22,7 @@ from onceflow.testing import BrokerProcess
 from onceflow.verify import faults as fault_registry
 from onceflow.verify import history
 from onceflow.verify.checker import Findings, Verdict, check, verdict
-from onceflow.verify.faults import Fault, FaultContext
+from onceflow.verify.faults import Fault, FaultContext, zombie_pause_point
 from onceflow.verify.history import Event
 from onceflow.verify.proxy import KafkaProxy
 from onceflow.verify.workload import (
@@ -43,6 +43,9 @@ QUIET_SECONDS = 6.0  # no progress for this long (after the faults): the work is
 STOP_SECONDS = 30.0  # a worker that has not stopped this long after SIGTERM is hung
 WORKER_RESTARTS = 3  # restarts of a last worker that died of an error
 RECORD_DELAY_MS = 4.0  # pace of the last worker when live faults must land mid-stream
+# Bound on the zombie's successor getting the partitions: the zombie's session (6 s)
+# must expire first.
+TAKEOVER_SECONDS = 45.0
 Progress = Callable[[str, int, int], None]
 
 
@@ -123,6 +126,8 @@ class _Run:
         self.ctx = ctx
         self.progress = progress
         self.notes: list[str] = []
+        # Workers other than the last one that are still running (a resumed zombie).
+        self.others: list[tuple[str, subprocess.Popen[str]]] = []
         crashes = sum(1 for f in faults if f.stage == "crash")
         self.total_steps = 4 + crashes
         self.step = 0
@@ -170,9 +175,70 @@ class _Run:
             else:
                 raise RunError(f"{proc} failed (exit {code}):\n{w.log_tail(proc)}")
 
+    def zombie(self, fault: Fault) -> tuple[str, subprocess.Popen[str]]:
+        """Start the worker that becomes a zombie; once it has stopped itself, start its
+        successor, let it take the partitions and process, then resume the zombie.
+        Returns the successor, which the run then treats as its last worker."""
+        w = self.workload
+        point = zombie_pause_point(w.guarantee, w.eos_sink)
+        zproc, zombie = w.start_processor(idle=WORKER_IDLE, pause_at=point)
+        self.others.append((zproc, zombie))
+        if not wait_for(lambda: _stopped(zombie) or zombie.poll() is not None, PROCESS_TIMEOUT):
+            raise RunError(f"{zproc} never reached {point}:\n{w.log_tail(zproc)}")
+        if zombie.poll() is not None:
+            raise RunError(f"{zproc} exited {zombie.returncode} before pausing at {point}:\n"
+                           f"{w.log_tail(zproc)}")  # fmt: skip
+        # Another instance id: the same static member would fence the zombie's consumer
+        # outright, which is a different (easier) fault.
+        proc, process = w.start_processor(idle=WORKER_IDLE, instance="b")
+        target = LIVE_FAULT_EVERY
+        took_over = wait_for(
+            lambda: (
+                count_events(w.history_of(proc), "process") >= target or process.poll() is not None
+            ),
+            TAKEOVER_SECONDS,
+        )
+        zombie.send_signal(signal.SIGCONT)
+        if not took_over or process.poll() is not None:
+            raise RunError(f"{proc} did not take over from the paused {zproc}:\n"
+                           f"{w.log_tail(proc)}")  # fmt: skip
+        self.note(
+            fault.name,
+            f"{zproc} stopped at {point} past its session timeout; resumed after {proc} "
+            f"took its partitions and processed {target} records",
+        )
+        return proc, process
+
+    def stop_others(self) -> None:
+        """SIGTERM (by PID) the other workers still running; an error exit is noted."""
+        w = self.workload
+        for proc, process in self.others:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a stopped process cannot act on TERM
+                process.send_signal(signal.SIGTERM)
+            try:
+                code = wait(process, STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                code = -signal.SIGKILL
+            if code not in (0, -signal.SIGTERM):
+                self.note("worker-failure", f"{proc} exited {code}: "
+                          f"{_last_line(w.log_tail(proc))}")  # fmt: skip
+        self.others.clear()
+
+    def kill_others(self) -> None:
+        for _, process in self.others:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.wait()
+
     def last_worker(self) -> None:
         w = self.workload
-        proc, process = w.start_processor(idle=WORKER_IDLE)
+        zombie = next((f for f in self.faults if f.stage == "zombie"), None)
+        if zombie is not None:
+            proc, process = self.zombie(zombie)
+        else:
+            proc, process = w.start_processor(idle=WORKER_IDLE)
         live = [f for f in self.faults if f.stage == "live" or f.name == "lost-produce-response"]
         for index, fault in enumerate(live, start=1):
             target = index * LIVE_FAULT_EVERY
@@ -213,6 +279,7 @@ class _Run:
                 code = -signal.SIGKILL  # hung: ``wait`` killed it, as a liveness probe would
             # Killed by our SIGTERM means it had not started its loop: nothing was open.
             if (code == 0 or (stopped and code == -signal.SIGTERM)) and done():
+                self.stop_others()
                 return
             # A supervisor restarts a worker that died of an error; the history shows
             # whether the restart kept the guarantee.
@@ -221,6 +288,15 @@ class _Run:
                 proc, process = w.start_processor(idle=WORKER_IDLE)
         notes = "\n".join(self.notes)
         raise RunError(f"{proc} did not finish the work:\n{notes}\n{w.log_tail(proc)}")
+
+
+def _stopped(process: subprocess.Popen[str]) -> bool:
+    """True once ``process`` is stopped by a signal (state T in /proc)."""
+    try:
+        with open(f"/proc/{process.pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except FileNotFoundError:
+        return False
 
 
 def _last_line(text: str) -> str:
@@ -256,12 +332,16 @@ def verify(
     broker: BrokerProcess | None = None
     proxy: KafkaProxy | None = None
     reader = None
+    run: _Run | None = None
     try:
         if bootstrap is None:
             broker = BrokerProcess(root / "broker-data").start()
         direct = bootstrap or broker.bootstrap  # type: ignore[union-attr]
         proxy = KafkaProxy(direct).start()
-        paced = any(f.stage == "live" or f.name == "lost-produce-response" for f in chosen)
+        # The zombie's successor must still have work when the zombie resumes.
+        paced = any(
+            f.stage in ("live", "zombie") or f.name == "lost-produce-response" for f in chosen
+        )
         workload = Workload(
             guarantee, orders, root, proxy.bootstrap, direct, eos_sink=eos_sink,
             record_delay_ms=RECORD_DELAY_MS if paced else 0.0,
@@ -289,6 +369,8 @@ def verify(
             run.notes, events,
         )  # fmt: skip
     finally:
+        if run is not None:
+            run.kill_others()
         if reader is not None and reader.poll() is None:
             reader.kill()
             reader.wait()

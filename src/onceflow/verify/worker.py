@@ -46,24 +46,46 @@ def crash(recorder: Recorder, point: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def pause(recorder: Recorder, point: str) -> None:
+    """Record the pause, then stop this process (SIGSTOP) until the orchestrator sends
+    SIGCONT: a zombie, alive but silent past its session timeout."""
+    recorder.record("fault", name="pause", detail=point)  # flushed as it is written
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def crash_hook(
-    recorder: Recorder, spec: str | None, flush: Callable[[], None]
+    recorder: Recorder,
+    spec: str | None,
+    flush: Callable[[], None],
+    pause_spec: str | None = None,
 ) -> Callable[[str], None] | None:
     """A runner fault hook for ``POINT:N`` (``POINT:N+flush``: first wait until the
-    outputs produced so far are appended, so an open transaction is left in the log)."""
-    if not spec:
+    outputs produced so far are appended, so an open transaction is left in the log);
+    ``pause_spec`` (``POINT:N``) stops the process there instead of killing it."""
+    actions: dict[str, tuple[list[int], Callable[[], None]]] = {}
+    if spec:
+        where, _, then = spec.partition("+")
+        point, _, nth = where.partition(":")
+
+        def die() -> None:
+            if then == "flush":
+                flush()
+            crash(recorder, spec)
+
+        actions[point] = ([int(nth or 1)], die)
+    if pause_spec:
+        point, _, nth = pause_spec.partition(":")
+        actions[point] = ([int(nth or 1)], lambda: pause(recorder, pause_spec))
+    if not actions:
         return None
-    where, _, then = spec.partition("+")
-    point, _, nth = where.partition(":")
-    remaining = [int(nth or 1)]
 
     def hook(reached: str) -> None:
-        if reached == point:
+        action = actions.get(reached)
+        if action is not None:
+            remaining, act = action
             remaining[0] -= 1
             if remaining[0] == 0:
-                if then == "flush":
-                    flush()
-                crash(recorder, spec)
+                act()
 
     return hook
 
@@ -179,7 +201,7 @@ def run_processor(args: argparse.Namespace, recorder: Recorder) -> int:
             "session.timeout.ms": SESSION_TIMEOUT_MS,
         },
         producer_overrides=producer_overrides,
-        fault_hook=crash_hook(recorder, args.crash_at, lambda: _flush(runner)),
+        fault_hook=crash_hook(recorder, args.crash_at, lambda: _flush(runner), args.pause_at),
     )
     if args.record_delay_ms:
         runner.process = _paced(runner.process, args.record_delay_ms / 1000)
@@ -237,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance")
     parser.add_argument("--eos-sink", action="store_true")
     parser.add_argument("--crash-at")
+    parser.add_argument("--pause-at", help="POINT:N: SIGSTOP this process there (a zombie)")
     parser.add_argument("--record-delay-ms", type=float, default=0.0)
     parser.add_argument("--idle", type=float, default=2.0)
     parser.add_argument("--max-seconds", type=float, default=60.0)

@@ -174,7 +174,12 @@ class Workload:
         return proc, done
 
     def start_processor(
-        self, *, crash_at: str | None = None, instance: str = "a", idle: float = 2.0
+        self,
+        *,
+        crash_at: str | None = None,
+        pause_at: str | None = None,
+        instance: str = "a",
+        idle: float = 2.0,
     ) -> tuple[str, subprocess.Popen[str]]:
         """Start one pipeline worker; (its name, the process)."""
         proc = f"processor-{next(self._procs)}"
@@ -189,6 +194,8 @@ class Workload:
             args.append("--eos-sink")
         if crash_at:
             args += ["--crash-at", crash_at]
+        if pause_at:
+            args += ["--pause-at", pause_at]
         return proc, self._start(self._command("processor", proc, *args), proc)
 
     def start_reader(self) -> subprocess.Popen[str]:
