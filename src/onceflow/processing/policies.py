@@ -267,8 +267,20 @@ class KafkaTransactions(CommitPolicy):
             self.runner.sink.rollback()
         self._clear()
 
+    def _root_cause(self, error: KafkaError) -> KafkaError:
+        """produce() can report a dead producer only as _FATAL; the transactional API
+        answers with the error that killed it (e.g. _FENCED), which is what to report."""
+        producer = self.runner.producer
+        if error.code() != KafkaError._FATAL or producer is None:
+            return error
+        try:
+            producer.abort_transaction(1)
+        except KafkaException as exc:
+            return exc.args[0]
+        return error
+
     def _recover(self, exc: KafkaException) -> None:
-        error: KafkaError = exc.args[0]
+        error: KafkaError = self._root_cause(exc.args[0])
         self.runner.stats.errors.append(error.name())
         if error.txn_requires_abort():
             log.warning("aborting transaction after abortable error: %s", error)
