@@ -57,10 +57,10 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
+from onceflow.kafka_admin import create_topics
 from onceflow.testing.broker_process import BrokerProcess
 from onceflow.testing.mock_cluster import mock_cluster
 
@@ -95,12 +95,6 @@ class Cluster:
     create_topic: Callable[[str, int], None]
 
 
-def _create_topic_with_admin(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 5})  # no info logs
-    futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=SETUP_TIMEOUT)
-    futures[name].result(SETUP_TIMEOUT)
-
-
 @contextlib.contextmanager
 def onceflow_cluster(flush: str) -> Iterator[Cluster]:
     """``onceflow broker`` as its own process on a fresh data dir, removed afterwards."""
@@ -110,8 +104,8 @@ def onceflow_cluster(flush: str) -> Iterator[Cluster]:
         try:
             yield Cluster(
                 broker.bootstrap,
-                lambda name, partitions: _create_topic_with_admin(
-                    broker.bootstrap, name, partitions
+                lambda name, partitions: create_topics(
+                    broker.bootstrap, name, partitions=partitions, timeout=SETUP_TIMEOUT
                 ),
             )
         finally:

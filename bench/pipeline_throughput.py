@@ -55,12 +55,12 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
 from onceflow.examples.orders import build_runner, make_orders, parse_order, produce_orders
 from onceflow.guarantees import Guarantee
+from onceflow.kafka_admin import create_topics
 from onceflow.processing import (
     AFTER_COMMIT,
     RECORD_PROCESSED,
@@ -255,12 +255,6 @@ def find_quix_python(requested: str | None) -> Path:
     )
 
 
-def create_topics(bootstrap: str, partitions: int, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
-        future.result(timeout=30)
-
-
 def run_all(args: argparse.Namespace, console: Console) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="onceflow-pipeline-bench-") as tmp:
@@ -271,9 +265,11 @@ def run_all(args: argparse.Namespace, console: Console) -> list[Result]:
             if "postgresql" in args.sinks:
                 pg = PostgresServer.create().start()
             outputs = [f"onceflow-{g.value}-kafka" for g in Guarantee]
-            create_topics(broker.bootstrap, args.partitions, ["orders", *outputs])
+            create_topics(broker.bootstrap, "orders", *outputs, partitions=args.partitions)
             if args.quix_python:
-                create_topics(broker.bootstrap, args.partitions, ["quix-exactly-once-kafka"])
+                create_topics(
+                    broker.bootstrap, "quix-exactly-once-kafka", partitions=args.partitions
+                )
             started = time.perf_counter()
             produce_orders(broker.bootstrap, make_orders(args.orders))
             console.log(

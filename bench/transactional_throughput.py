@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
 COMMIT_EVERY_RECORDS = 1000
@@ -59,13 +59,6 @@ class Run:
     @property
     def per_second(self) -> float:
         return self.records / self.seconds
-
-
-def _admin_create(bootstrap: str, *topics: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(t, 1, 1) for t in topics])
-    for future in futures.values():
-        future.result(timeout=30)
 
 
 def load_input(bootstrap: str, topic: str, records: int) -> None:
@@ -206,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="onceflow-bench-") as tmp,
         BrokerProcess(Path(tmp) / "data", flush="always") as broker,
     ):
-        _admin_create(broker.bootstrap, "input")
+        create_topics(broker.bootstrap, "input")
         console.print(f"loading {args.records:,} input records into {broker.bootstrap}")
         load_input(broker.bootstrap, "input", args.records)
         for round_ in range(args.repeat):
             for mode in MODES:
                 sink = f"output-{mode}-{round_}"
-                _admin_create(broker.bootstrap, sink)
+                create_topics(broker.bootstrap, sink)
                 run = transform_loop(
                     broker.bootstrap, "input", sink, args.records, mode, args.timeout
                 )

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
@@ -35,6 +34,7 @@ from onceflow.examples.orders import (
     produce_orders,
 )
 from onceflow.guarantees import Guarantee
+from onceflow.kafka_admin import create_topics
 from onceflow.processing import SqliteDatabase
 
 PARTITIONS = 3
@@ -117,13 +117,6 @@ def render(rows: Sequence[PipelineRow], console: Console) -> None:
     console.print(table)
 
 
-def _create_topics(bootstrap: str, names: Sequence[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
-    for future in futures.values():
-        future.result(timeout=30)
-
-
 def run_demo(order_count: int, console: Console | None = None) -> int:
     """Run the demo; returns the process exit code (0 when every run is correct)."""
     console = console or Console()
@@ -133,7 +126,12 @@ def run_demo(order_count: int, console: Console | None = None) -> int:
         config = BrokerConfig(data_dir=work_dir / "broker", port=0)
         with run_in_thread(config) as broker:
             console.print(f"[bold]onceflow broker[/] embedded on {broker.bootstrap}")
-            _create_topics(broker.bootstrap, [ORDERS] + [f"payments-{g.value}" for g in Guarantee])
+            create_topics(
+                broker.bootstrap,
+                ORDERS,
+                *[f"payments-{g.value}" for g in Guarantee],
+                partitions=PARTITIONS,
+            )
             produce_orders(broker.bootstrap, orders)
             console.print(f"sent {len(orders)} orders to '{ORDERS}' ({PARTITIONS} partitions)")
             rows = []

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
 TIMEOUT = 20
@@ -34,11 +35,6 @@ COMPACTED = {
     "segment.ms": "300",
     "min.cleanable.dirty.ratio": "0.01",
 }
-
-
-def _create(bootstrap: str, name: str, configs: dict[str, str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, 1, config=configs)])[name].result(TIMEOUT)
 
 
 def _produce(producer: Producer, topic: str, items: list[tuple[bytes, bytes | None]]) -> list[int]:
@@ -132,7 +128,10 @@ def test_compaction_keeps_latest_value_per_key(start_broker: Callable[..., Broke
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
     topics = {"kept-tombstones": "86400000", "dropped-tombstones": "0"}
     for topic, tombstone_ms in topics.items():
-        _create(broker.bootstrap, topic, {**COMPACTED, "delete.retention.ms": tombstone_ms})
+        create_topics(
+            broker.bootstrap,
+            NewTopic(topic, 1, config={**COMPACTED, "delete.retention.ms": tombstone_ms}),
+        )
 
     items = _updates(20, 50, "v") + [(b"key-%d" % k, None) for k in range(5)]
     produced_bytes = sum(len(k) + len(v or b"") for k, v in items)
@@ -158,7 +157,10 @@ def test_compaction_keeps_latest_value_per_key(start_broker: Callable[..., Broke
 def test_compaction_respects_transactions(start_broker: Callable[..., BrokerProcess]) -> None:
     broker = start_broker()
     topic = "txn-compacted"
-    _create(broker.bootstrap, topic, {**COMPACTED, "delete.retention.ms": "86400000"})
+    create_topics(
+        broker.bootstrap,
+        NewTopic(topic, 1, config={**COMPACTED, "delete.retention.ms": "86400000"}),
+    )
     producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "compactor"})
     producer.init_transactions(TIMEOUT)
 
@@ -195,7 +197,9 @@ def test_compaction_respects_transactions(start_broker: Callable[..., BrokerProc
 def test_kill_during_cleaning_loses_nothing(start_broker: Callable[..., BrokerProcess]) -> None:
     broker = start_broker()
     topic = "kill-clean"
-    _create(broker.bootstrap, topic, {**COMPACTED, "segment.bytes": "16384"})
+    create_topics(
+        broker.bootstrap, NewTopic(topic, 1, config={**COMPACTED, "segment.bytes": "16384"})
+    )
     directory = broker.data_dir / f"{topic}-0"
     expected: dict[bytes, tuple[int, bytes | None]] = {}
     interrupted = 0

@@ -24,19 +24,16 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
-from group_worker import Worker, wait_until
+from confluent_kafka.admin import AdminClient
+from group_worker import Worker
+from interop_support import wait_until
 
 from onceflow.broker.server import BrokerThread
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
 SESSION_MS = 6000
 SESSION_S = SESSION_MS / 1000
-
-
-def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(15)
 
 
 def _produce(bootstrap: str, topic: str, values: list[str], partitions: int) -> None:
@@ -89,7 +86,7 @@ def test_three_consumers_share_partitions_and_take_over_from_a_killed_one(
     onceflow_broker_process: BrokerProcess, tmp_path: Path
 ) -> None:
     bootstrap = onceflow_broker_process.bootstrap
-    _create_topic(bootstrap, "orders", 6)
+    create_topics(bootstrap, "orders", partitions=6)
     options = {"bootstrap": bootstrap, "group": "billing", "topic": "orders"}
     workers = [Worker(f"w{i}", tmp_path, **options) for i in range(3)]
     try:
@@ -139,7 +136,7 @@ def test_commit_after_processing_resumes_at_the_committed_offset(
     onceflow_broker: BrokerThread, tmp_path: Path
 ) -> None:
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "ledger", 1)
+    create_topics(bootstrap, "ledger", partitions=1)
     values = [f"v{i}" for i in range(40)]
     _produce(bootstrap, "ledger", values, 1)
     options = {"bootstrap": bootstrap, "group": "resume", "topic": "ledger", "mode": "after"}
@@ -162,7 +159,7 @@ def test_commit_before_processing_skips_the_record_of_a_crash(
     onceflow_broker: BrokerThread, tmp_path: Path
 ) -> None:
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "alerts", 1)
+    create_topics(bootstrap, "alerts", partitions=1)
     values = [f"v{i}" for i in range(30)]
     _produce(bootstrap, "alerts", values, 1)
     options = {"bootstrap": bootstrap, "group": "amo", "topic": "alerts", "mode": "before"}
@@ -187,7 +184,7 @@ def test_acknowledged_commits_survive_kill_9_of_the_broker(
     onceflow_broker_process: BrokerProcess,
 ) -> None:
     broker = onceflow_broker_process
-    _create_topic(broker.bootstrap, "payments", 4)
+    create_topics(broker.bootstrap, "payments", partitions=4)
     _produce(broker.bootstrap, "payments", [f"v{i}" for i in range(40)], 4)
     acked: dict[str, list[TopicPartition]] = {}
     errors: list[BaseException] = []
@@ -233,7 +230,7 @@ def test_admin_client_lists_and_describes_groups_and_their_offsets(
     onceflow_broker: BrokerThread,
 ) -> None:
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "inventory", 4)
+    create_topics(bootstrap, "inventory", partitions=4)
     _produce(bootstrap, "inventory", [f"v{i}" for i in range(8)], 4)
     consumers = [_consumer(bootstrap, "stock", **{"client.id": f"stock-{i}"}) for i in range(2)]
     standalone = _consumer(bootstrap, "audit")
@@ -287,7 +284,7 @@ def test_cooperative_sticky_rebalances_incrementally(
     onceflow_broker: BrokerThread, tmp_path: Path
 ) -> None:
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "events", 6)
+    create_topics(bootstrap, "events", partitions=6)
     options = {
         "bootstrap": bootstrap,
         "group": "coop",
@@ -327,7 +324,7 @@ def test_static_member_keeps_its_assignment_across_a_quick_restart(
     onceflow_broker: BrokerThread, tmp_path: Path
 ) -> None:
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "shipments", 6)
+    create_topics(bootstrap, "shipments", partitions=6)
     options = {"bootstrap": bootstrap, "group": "static", "topic": "shipments"}
     first = Worker("a", tmp_path, instance_id="member-a", **options)
     second = Worker("b", tmp_path, instance_id="member-b", **options)
@@ -359,7 +356,7 @@ def test_static_member_keeps_its_assignment_across_a_quick_restart(
 def test_aiokafka_consumer_group(onceflow_broker: BrokerThread) -> None:
     aiokafka = pytest.importorskip("aiokafka")
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "aio", 4)
+    create_topics(bootstrap, "aio", partitions=4)
     values = [f"v{i}" for i in range(40)]
     _produce(bootstrap, "aio", values, 4)
 
@@ -410,7 +407,7 @@ def test_aiokafka_consumer_group(onceflow_broker: BrokerThread) -> None:
 def test_kafka_python_and_librdkafka_consumers_share_a_group(onceflow_broker: BrokerThread) -> None:
     kafka = pytest.importorskip("kafka")
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "kp", 4)
+    create_topics(bootstrap, "kp", partitions=4)
     values = [f"v{i}" for i in range(40)]
     _produce(bootstrap, "kp", values, 4)
     got: list[str] = []
@@ -488,7 +485,7 @@ def test_kcat_balanced_consumer_commits_its_offsets(onceflow_broker: BrokerThrea
     if kcat is None:
         pytest.skip("kcat is not installed")
     bootstrap = onceflow_broker.bootstrap
-    _create_topic(bootstrap, "kc", 2)
+    create_topics(bootstrap, "kc", partitions=2)
     _produce(bootstrap, "kc", [f"v{i}" for i in range(10)], 2)
     done = subprocess.run(
         [kcat, "-b", bootstrap, "-G", "kcat-group", "-c", "10", "-o", "beginning", "kc"],

@@ -27,6 +27,7 @@ from interop_support import (
     produce_confluent,
 )
 
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
 MATRIX_COUNT = 2_000
@@ -40,14 +41,6 @@ def _producer(bootstrap: str, **extra: object) -> Producer:
     config: dict[str, object] = {"bootstrap.servers": bootstrap, "linger.ms": 5}
     config.update(extra)
     return Producer(config)
-
-
-def _create_topics(bootstrap: str, *topics: NewTopic) -> None:
-    # The client must outlive its futures: destroying it fails them with _DESTROY.
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(list(topics), operation_timeout=10, request_timeout=15)
-    for future in futures.values():
-        future.result(timeout=30)
 
 
 def _creation_error(bootstrap: str, new_topic: NewTopic) -> KafkaError:
@@ -110,7 +103,7 @@ def test_round_trip_100k_records(shared_broker: BrokerProcess, topic: str) -> No
 
 def test_keyed_records_keep_per_partition_order(shared_broker: BrokerProcess, topic: str) -> None:
     partitions = 6
-    _create_topics(shared_broker.bootstrap, NewTopic(topic, num_partitions=partitions))
+    create_topics(shared_broker.bootstrap, NewTopic(topic, num_partitions=partitions))
     records = [
         Rec(f"user-{i % 40}".encode(), f"event-{i}".encode(), (), BASE_TIMESTAMP_MS + i)
         for i in range(1_200)
@@ -140,7 +133,7 @@ def test_create_topics_refusals(shared_broker: BrokerProcess, topic: str) -> Non
     assert error.code() == KafkaError.INVALID_REPLICATION_FACTOR
     assert "replication" in error.str().lower(), "the broker's message should say why"
 
-    _create_topics(bootstrap, NewTopic(topic, num_partitions=2))
+    create_topics(bootstrap, NewTopic(topic, num_partitions=2))
     error = _creation_error(bootstrap, NewTopic(topic, num_partitions=2))
     assert error.code() == KafkaError.TOPIC_ALREADY_EXISTS
 
@@ -154,7 +147,7 @@ def test_create_topics_refusals(shared_broker: BrokerProcess, topic: str) -> Non
 
 
 def test_list_topics_and_watermarks(shared_broker: BrokerProcess, topic: str) -> None:
-    _create_topics(shared_broker.bootstrap, NewTopic(topic, num_partitions=3))
+    create_topics(shared_broker.bootstrap, NewTopic(topic, num_partitions=3))
     produce_confluent(_producer(shared_broker.bootstrap), topic, make_records(25), partition=1)
 
     metadata = AdminClient({"bootstrap.servers": shared_broker.bootstrap}).list_topics(timeout=15)
@@ -236,7 +229,7 @@ def test_offset_beginning_and_end(shared_broker: BrokerProcess, topic: str) -> N
 
 
 def test_long_poll_wakes_on_new_record(shared_broker: BrokerProcess, topic: str) -> None:
-    _create_topics(shared_broker.bootstrap, NewTopic(topic, num_partitions=1))
+    create_topics(shared_broker.bootstrap, NewTopic(topic, num_partitions=1))
     # The fetch wait is far longer than the test's deadline: the record can only arrive
     # in time if the broker answers the parked fetch as soon as the record is appended.
     consumer = confluent_consumer(

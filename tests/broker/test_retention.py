@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 from interop_support import BASE_TIMESTAMP_MS, Rec, produce_confluent, wait_until
 
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
 TIMEOUT = 15
@@ -21,11 +22,6 @@ def broker(
     onceflow_broker_process_factory: Callable[..., BrokerProcess],
 ) -> Iterator[BrokerProcess]:
     yield onceflow_broker_process_factory(extra_args=("--retention-check-interval-ms", "100"))
-
-
-def _create(bootstrap: str, name: str, configs: dict[str, str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, 1, config=configs)])[name].result(TIMEOUT)
 
 
 def _watermarks(bootstrap: str, topic: str) -> tuple[int, int]:
@@ -84,7 +80,10 @@ def _commit(bootstrap: str, topic: str, group: str, offset: int) -> None:
 def test_time_retention_deletes_old_segments_and_consumers_reset(broker: BrokerProcess) -> None:
     topic = "by-time"
     # Compacting nothing: only retention may remove data here.
-    _create(broker.bootstrap, topic, {"segment.bytes": "2048", "retention.ms": "3600000"})
+    create_topics(
+        broker.bootstrap,
+        NewTopic(topic, 1, config={"segment.bytes": "2048", "retention.ms": "3600000"}),
+    )
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
 
     # Records stamped years ago are past retention.ms at once; recent ones are not.
@@ -122,10 +121,13 @@ def test_time_retention_deletes_old_segments_and_consumers_reset(broker: BrokerP
 
 def test_size_retention_bounds_the_log(broker: BrokerProcess) -> None:
     topic = "by-size"
-    _create(
+    create_topics(
         broker.bootstrap,
-        topic,
-        {"segment.bytes": "2048", "retention.bytes": "8192", "retention.ms": "-1"},
+        NewTopic(
+            topic,
+            1,
+            config={"segment.bytes": "2048", "retention.bytes": "8192", "retention.ms": "-1"},
+        ),
     )
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
     now = int(time.time() * 1000)

@@ -16,16 +16,11 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
 
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
 DEADLINE = 30.0
-
-
-def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=10)
 
 
 def txn_producer(bootstrap: str, transactional_id: str, **extra: object) -> Producer:
@@ -106,7 +101,7 @@ def broker(onceflow_broker_process: BrokerProcess) -> Iterator[BrokerProcess]:
 
 
 def test_read_committed_sees_exactly_committed_transactions(broker: BrokerProcess) -> None:
-    create_topic(broker.bootstrap, "out")
+    create_topics(broker.bootstrap, "out")
     first = txn_producer(broker.bootstrap, "txn-a")
     second = txn_producer(broker.bootstrap, "txn-b")
 
@@ -142,7 +137,7 @@ def test_read_committed_sees_exactly_committed_transactions(broker: BrokerProces
 
 
 def test_zombie_producer_is_fenced(broker: BrokerProcess) -> None:
-    create_topic(broker.bootstrap, "fenced")
+    create_topics(broker.bootstrap, "fenced")
     zombie = txn_producer(broker.bootstrap, "same-id")
     produce_in_txn(zombie, "fenced", ["zombie-before"])
     zombie.commit_transaction(DEADLINE)
@@ -169,7 +164,7 @@ def test_zombie_producer_is_fenced(broker: BrokerProcess) -> None:
 
 
 def test_silent_transaction_times_out_and_is_aborted(broker: BrokerProcess) -> None:
-    create_topic(broker.bootstrap, "timeout")
+    create_topics(broker.bootstrap, "timeout")
     silent = txn_producer(broker.bootstrap, "silent", **{"transaction.timeout.ms": 2000})
     produce_in_txn(silent, "timeout", [f"never-{i}" for i in range(5)])
 
@@ -193,7 +188,7 @@ def test_silent_transaction_times_out_and_is_aborted(broker: BrokerProcess) -> N
 def test_broker_kill_keeps_exactly_the_committed_transactions(
     broker: BrokerProcess, moment: str
 ) -> None:
-    create_topic(broker.bootstrap, "crash")
+    create_topics(broker.bootstrap, "crash")
     producer = txn_producer(broker.bootstrap, "crashy", **{"transaction.timeout.ms": 5000})
     produce_in_txn(producer, "crash", [f"kept-{i}" for i in range(20)])
     producer.commit_transaction(DEADLINE)
@@ -224,7 +219,7 @@ def test_broker_kill_keeps_exactly_the_committed_transactions(
 def test_aiokafka_transactional_producer(broker: BrokerProcess) -> None:
     from aiokafka import AIOKafkaProducer
 
-    create_topic(broker.bootstrap, "aio-txn")
+    create_topics(broker.bootstrap, "aio-txn")
 
     async def run() -> None:
         producer = AIOKafkaProducer(
@@ -248,8 +243,8 @@ def test_aiokafka_transactional_producer(broker: BrokerProcess) -> None:
 
 
 def test_consume_transform_produce_moves_offsets_only_on_commit(broker: BrokerProcess) -> None:
-    create_topic(broker.bootstrap, "ctp-in")
-    create_topic(broker.bootstrap, "ctp-out")
+    create_topics(broker.bootstrap, "ctp-in")
+    create_topics(broker.bootstrap, "ctp-out")
     source = Producer({"bootstrap.servers": broker.bootstrap})
     for i in range(30):
         source.produce("ctp-in", value=f"in-{i}".encode(), partition=0)
@@ -306,7 +301,7 @@ def test_consume_transform_produce_moves_offsets_only_on_commit(broker: BrokerPr
 
 
 def test_ongoing_transaction_resumes_after_broker_crash(broker: BrokerProcess) -> None:
-    create_topic(broker.bootstrap, "resume")
+    create_topics(broker.bootstrap, "resume")
     producer = txn_producer(broker.bootstrap, "resumer", **{"transaction.timeout.ms": 60000})
     produce_in_txn(producer, "resume", [f"survivor-{i}" for i in range(10)])
 
@@ -320,7 +315,7 @@ def test_ongoing_transaction_resumes_after_broker_crash(broker: BrokerProcess) -
 
 
 def test_ongoing_transaction_is_aborted_after_machine_restart(broker: BrokerProcess) -> None:
-    create_topic(broker.bootstrap, "reboot")
+    create_topics(broker.bootstrap, "reboot")
     producer = txn_producer(broker.bootstrap, "rebooted", **{"transaction.timeout.ms": 60000})
     produce_in_txn(producer, "reboot", [f"unsure-{i}" for i in range(10)])
 
@@ -342,7 +337,7 @@ def test_ongoing_transaction_is_aborted_after_machine_restart(broker: BrokerProc
 
 
 def test_offset_fetch_waits_while_a_transaction_stages_offsets(broker: BrokerProcess) -> None:
-    create_topic(broker.bootstrap, "stable-in")
+    create_topics(broker.bootstrap, "stable-in")
     tp = TopicPartition("stable-in", 0)
     consumer = Consumer(
         {

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from onceflow.examples.orders import LEDGER_TABLE, Order, balances, ledger
 
@@ -23,13 +22,6 @@ from .worker import open_db
 
 WORKER = Path(__file__).with_name("worker.py")
 DEADLINE = 30.0
-
-
-def create_topics(bootstrap: str, *topics: tuple[str, int]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, parts, 1) for name, parts in topics])
-    for future in futures.values():
-        future.result(timeout=DEADLINE)
 
 
 @dataclass

@@ -13,8 +13,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
 from onceflow.examples.orders import make_orders, payment_counts, produce_orders
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
 from .support import (
@@ -22,7 +24,6 @@ from .support import (
     check_database,
     committed_offsets,
     count_charges,
-    create_topics,
     end_offsets,
     finish,
     kill,
@@ -36,7 +37,7 @@ ALL_ORDERS = make_orders(ORDERS)
 def setup_run(
     broker: BrokerProcess, names: dict[str, str], guarantee: str, db: str, **options: object
 ) -> tuple[WorkerRun, dict[str, int]]:
-    create_topics(broker.bootstrap, (names["orders"], 2), (names["payments"], 1))
+    create_topics(broker.bootstrap, NewTopic(names["orders"], 2), NewTopic(names["payments"], 1))
     produce_orders(broker.bootstrap, ALL_ORDERS, topic=names["orders"])
     run = WorkerRun(
         broker.bootstrap, guarantee, db, names["orders"], names["payments"], names["group"],

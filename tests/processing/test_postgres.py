@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
 from onceflow.examples.orders import make_orders, payment_counts, produce_orders
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 from onceflow.testing.postgres import PostgresServer
 
-from .support import WorkerRun, check_database, create_topics
+from .support import WorkerRun, check_database
 
 ORDERS = 200
 
@@ -31,7 +33,7 @@ def test_postgres_sink_applies_each_order_once(
     eos_sink: bool,
     crash_at: str,
 ) -> None:
-    create_topics(broker.bootstrap, (names["orders"], 2), (names["payments"], 1))
+    create_topics(broker.bootstrap, NewTopic(names["orders"], 2), NewTopic(names["payments"], 1))
     orders = make_orders(ORDERS)
     produce_orders(broker.bootstrap, orders, topic=names["orders"])
     dsn = postgres_server.new_database()

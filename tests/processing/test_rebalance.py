@@ -20,8 +20,10 @@ import subprocess
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
 from onceflow.examples.orders import make_orders, payment_counts, produce_orders
+from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 from onceflow.testing.postgres import PostgresServer
 
@@ -30,7 +32,6 @@ from .support import (
     check_database,
     committed_offsets,
     count_charges,
-    create_topics,
     end_offsets,
     finish,
     kill,
@@ -47,7 +48,9 @@ PACING = ["--work-ms", "10", "--max-poll-records", "10", "--commit-every", "1000
 def setup_group(
     broker: BrokerProcess, names: dict[str, str], guarantee: str, db: str, eos_sink: bool = False
 ) -> WorkerRun:
-    create_topics(broker.bootstrap, (names["orders"], PARTITIONS), (names["payments"], 1))
+    create_topics(
+        broker.bootstrap, NewTopic(names["orders"], PARTITIONS), NewTopic(names["payments"], 1)
+    )
     produce_orders(broker.bootstrap, ORDERS, topic=names["orders"])
     return WorkerRun(
         broker.bootstrap, guarantee, db, names["orders"], names["payments"], names["group"],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 from onceflow import Guarantee
 from onceflow.examples.orders import (
@@ -20,6 +21,7 @@ from onceflow.examples.orders import (
     read_topic,
 )
 from onceflow.guarantees import GuaranteeConfigError
+from onceflow.kafka_admin import create_topics
 from onceflow.processing import (
     AFTER_COMMIT,
     RECORD_PROCESSED,
@@ -31,7 +33,7 @@ from onceflow.processing import (
 )
 from onceflow.testing import BrokerProcess
 
-from .support import check_database, create_topics
+from .support import check_database
 
 POISON = {"order-000007": "ten", "order-000033": -5}
 
@@ -67,7 +69,7 @@ def run_pipeline(
 def test_poison_records_go_to_the_dead_letter_topic(
     broker: BrokerProcess, names: dict[str, str], tmp_path: Path, guarantee: Guarantee
 ) -> None:
-    create_topics(broker.bootstrap, (names["orders"], 1), (names["payments"], 1))
+    create_topics(broker.bootstrap, NewTopic(names["orders"], 1), NewTopic(names["payments"], 1))
     orders = poisoned_orders(60)
     produce_orders(broker.bootstrap, orders, topic=names["orders"])
     runner = run_pipeline(broker, names, tmp_path / "p.db", guarantee)
@@ -87,7 +89,7 @@ def test_poison_records_go_to_the_dead_letter_topic(
 def test_poison_record_without_dead_letters_stops_before_it(
     broker: BrokerProcess, names: dict[str, str], tmp_path: Path
 ) -> None:
-    create_topics(broker.bootstrap, (names["orders"], 1), (names["payments"], 1))
+    create_topics(broker.bootstrap, NewTopic(names["orders"], 1), NewTopic(names["payments"], 1))
     produce_orders(broker.bootstrap, poisoned_orders(20), topic=names["orders"])
     with pytest.raises(ProcessingError, match="order-000007"):
         run_pipeline(broker, names, tmp_path / "p.db", Guarantee.AT_LEAST_ONCE, dead_letters=False)
@@ -103,7 +105,7 @@ def test_poison_record_without_dead_letters_stops_before_it(
 def test_poison_record_in_exactly_once_database_sink(
     broker: BrokerProcess, names: dict[str, str], tmp_path: Path
 ) -> None:
-    create_topics(broker.bootstrap, (names["orders"], 1), (names["payments"], 1))
+    create_topics(broker.bootstrap, NewTopic(names["orders"], 1), NewTopic(names["payments"], 1))
     orders = poisoned_orders(50)
     produce_orders(broker.bootstrap, orders, topic=names["orders"])
     db_path = tmp_path / "eos.db"
@@ -126,7 +128,7 @@ def test_poison_record_in_exactly_once_database_sink(
 def test_fenced_producer_is_rebuilt_and_the_runner_rejoins(
     broker: BrokerProcess, names: dict[str, str], tmp_path: Path
 ) -> None:
-    create_topics(broker.bootstrap, (names["orders"], 2), (names["payments"], 1))
+    create_topics(broker.bootstrap, NewTopic(names["orders"], 2), NewTopic(names["payments"], 1))
     orders = make_orders(300)
     produce_orders(broker.bootstrap, orders, topic=names["orders"])
     members: list[str] = []

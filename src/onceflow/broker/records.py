@@ -188,48 +188,16 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def record_offsets_and_timestamps(batch: bytes, header: BatchHeader) -> list[tuple[int, int]]:
-    """(offset, timestamp) of each record in one batch, decompressing if needed.
-
-    Only ListOffsets-by-timestamp needs this; produce and fetch never look inside.
-    """
-    codec = header.attributes & COMPRESSION_MASK
-    if codec not in _DECOMPRESS:
-        raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
-    log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
-    result = []
-    pos = 0
-    # Produce checks only the CRC, so the records inside may still be garbage.
-    try:
-        body = _DECOMPRESS[codec](bytes(batch[HEADER_SIZE : header.size]))
-        for _ in range(header.record_count):
-            length, pos = _varint(body, pos)
-            end = pos + length
-            pos += 1  # attributes
-            timestamp_delta, pos = _varint(body, pos)
-            offset_delta, pos = _varint(body, pos)
-            timestamp = (
-                header.max_timestamp
-                if log_append_time
-                else header.first_timestamp + timestamp_delta
-            )
-            result.append((header.base_offset + offset_delta, timestamp))
-            pos = end
-    except (IndexError, cramjam.DecompressionError) as exc:
-        raise InvalidBatch(
-            ErrorCode.corrupt_message,
-            f"records of the batch at offset {header.base_offset} are undecodable: {exc}",
-        ) from exc
-    return result
-
-
 def first_record_at_or_after(
     batch: bytes, header: BatchHeader, timestamp: int
 ) -> tuple[int, int] | None:
-    """(offset, timestamp) of the first record of ``batch`` stamped at or after ``timestamp``."""
-    for offset, record_timestamp in record_offsets_and_timestamps(batch, header):
-        if record_timestamp >= timestamp:
-            return offset, record_timestamp
+    """(offset, timestamp) of the first record of ``batch`` stamped at or after ``timestamp``.
+
+    Only ListOffsets-by-timestamp needs this; produce and fetch never look inside batches.
+    """
+    for record in decode_records(batch, header):
+        if record.timestamp >= timestamp:
+            return record.offset, record.timestamp
     return None
 
 
@@ -314,7 +282,7 @@ def stamp_log_append_time(batch: bytes, timestamp: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record of a batch, as the cleaner needs it."""
+    """One record of a batch, as the cleaner and timestamp lookups need it."""
 
     offset: int
     key: bytes | None
@@ -322,6 +290,8 @@ class Record:
     #: The encoded record (length prefix included), valid in any batch with the same
     #: base offset and first timestamp, since its deltas are relative to those.
     raw: bytes
+    #: CreateTime, or the batch's LogAppendTime; -1 where unknown.
+    timestamp: int = -1
 
 
 def decode_records(batch: bytes | memoryview, header: BatchHeader) -> list[Record]:
@@ -332,7 +302,9 @@ def decode_records(batch: bytes | memoryview, header: BatchHeader) -> list[Recor
     codec = header.attributes & COMPRESSION_MASK
     if codec not in _DECOMPRESS:
         raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
+    log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
     records = []
+    # Produce checks only the CRC, so the records inside may still be garbage.
     try:
         body = _DECOMPRESS[codec](bytes(batch[HEADER_SIZE : header.size]))
         pos = 0
@@ -343,14 +315,25 @@ def decode_records(batch: bytes | memoryview, header: BatchHeader) -> list[Recor
             if length < 0 or end > len(body):
                 raise IndexError("record length past the batch end")
             pos += 1  # attributes
-            _, pos = _varint(body, pos)  # timestamp delta
+            timestamp_delta, pos = _varint(body, pos)
             offset_delta, pos = _varint(body, pos)
             key_length, pos = _varint(body, pos)
             key = None if key_length < 0 else body[pos : pos + key_length]
             pos += max(key_length, 0)
             value_length, pos = _varint(body, pos)
+            timestamp = (
+                header.max_timestamp
+                if log_append_time
+                else header.first_timestamp + timestamp_delta
+            )
             records.append(
-                Record(header.base_offset + offset_delta, key, value_length < 0, body[start:end])
+                Record(
+                    header.base_offset + offset_delta,
+                    key,
+                    value_length < 0,
+                    body[start:end],
+                    timestamp,
+                )
             )
             pos = end
     except (IndexError, cramjam.DecompressionError) as exc:

@@ -1,0 +1,18 @@
+"""Creating topics the way the demo, the benchmarks and tests need it: and waiting."""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def create_topics(
+    bootstrap: str, *topics: str | NewTopic, partitions: int = 1, timeout: float = 30.0
+) -> None:
+    """Create ``topics`` and return once each exists; raise KafkaException if one cannot be
+    created. A plain name gets ``partitions`` partitions and the broker's replication."""
+    wanted = [t if isinstance(t, NewTopic) else NewTopic(t, partitions) for t in topics]
+    # The client must outlive its futures: destroying it fails them with _DESTROY.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(wanted, request_timeout=timeout)
+    for future in futures.values():
+        future.result(timeout=timeout)
