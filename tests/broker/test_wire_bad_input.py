@@ -207,6 +207,14 @@ def test_produce_to_missing_partition(seeded: BrokerProcess, partition: int) -> 
     assert_healthy(seeded)
 
 
+@pytest.mark.parametrize("name", ["has/slash", "..", "x" * 250])
+def test_produce_auto_creating_an_illegal_topic_name(seeded: BrokerProcess, name: str) -> None:
+    with WireClient.connect(seeded.bootstrap) as wire:
+        answer = wire.produce(name, 0, values_batch([b"nameless"]))
+        assert answer.error_code == ErrorCode.invalid_topic_exception
+    assert_healthy(seeded)
+
+
 @pytest.mark.parametrize("acks", [5, 2, -2])
 def test_invalid_acks(seeded: BrokerProcess, acks: int) -> None:
     with WireClient.connect(seeded.bootstrap) as wire:

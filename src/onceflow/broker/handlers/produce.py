@@ -17,6 +17,7 @@ from onceflow.broker.records import (
     InvalidBatch,
     read_header,
 )
+from onceflow.broker.topics import TopicError
 
 API_KEY = 0
 
@@ -28,12 +29,12 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     outcomes: list[list[Any]] = []
     waits: dict[int, Awaitable[None]] = {}
     for topic_data in request.topic_data:
-        topic = broker.topics.get(topic_data.name)
-        if topic is None and broker.config.auto_create_topics:
+        refused_topic: TopicError | None = None
+        if broker.topics.get(topic_data.name) is None and broker.config.auto_create_topics:
             try:
-                topic = broker.topics.create(topic_data.name, broker.config.default_partitions)
-            except Exception:
-                topic = None
+                broker.topics.create(topic_data.name, broker.config.default_partitions)
+            except TopicError as exc:
+                refused_topic = exc
         for data in topic_data.partition_data:
             outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1]
             outcomes.append(outcome)
@@ -41,11 +42,10 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 outcome[2] = ErrorCode.invalid_required_acks
                 outcome[5] = f"acks must be 0, 1 or -1 (all), got {acks}"
                 continue
-            partition = (
-                topic.partitions[data.index]
-                if topic and 0 <= data.index < len(topic.partitions)
-                else None
-            )
+            if refused_topic is not None:
+                outcome[2], outcome[5] = ErrorCode(refused_topic.code), str(refused_topic)
+                continue
+            partition = broker.topics.partition(topic_data.name, data.index)
             if partition is None:
                 outcome[2] = ErrorCode.unknown_topic_or_partition
                 continue
