@@ -1,4 +1,5 @@
-# Both targets work on a fresh machine: they create .venv on first use.
+# Both targets work on a fresh machine: they create .venv on first use, and `make test`
+# installs the system packages and fetches the Apache Kafka jars it needs.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,8 +8,12 @@ STAMP := $(VENV)/.installed
 # and the pipeline benchmark's reference run use a virtualenv of their own.
 QUIX_VENV := .venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed
+# Apache Kafka's server jars (and the log4j2 backend its tarball adds), from Maven
+# Central, for the tests and benchmarks that run real Kafka JVMs. Never committed.
+KAFKA_LIBS := .kafka/libs
+KAFKA_STAMP := $(KAFKA_LIBS)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-fast lint format bench kafka system-packages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +26,17 @@ $(QUIX_STAMP): pyproject.toml
 	$(QUIX_VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	touch $(QUIX_STAMP)
 
+system-packages:
+	@tooling/system-packages.sh
+
+$(KAFKA_STAMP): tooling/kafka/pom.xml | system-packages
+	rm -rf $(KAFKA_LIBS)
+	mvn -B -q -Dstyle.color=never -f tooling/kafka/pom.xml dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	touch $(KAFKA_STAMP)
+
+kafka: $(KAFKA_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m onceflow demo
 
@@ -32,13 +48,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
 
-test: lint $(QUIX_STAMP)
+test: lint system-packages $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) -m pytest
 
-bench: $(STAMP) $(QUIX_STAMP)
+# Everything but the Apache Kafka JVMs, for a quicker loop while developing.
+test-fast: lint system-packages $(QUIX_STAMP)
+	$(PY) -m pytest -m 'not kafka'
+
+bench: $(STAMP) $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/broker_throughput.py
 	$(PY) bench/transactional_throughput.py
 	$(PY) bench/pipeline_throughput.py
 
 clean:
-	rm -rf $(VENV) $(QUIX_VENV) build dist src/*.egg-info
+	rm -rf $(VENV) $(QUIX_VENV) .kafka build dist src/*.egg-info

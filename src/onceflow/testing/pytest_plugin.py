@@ -8,6 +8,17 @@ Fixtures:
   e.g. ``factory(flush="never", extra_args=("--segment-bytes", "65536"))``.
 
 Each has ``.bootstrap`` for ``bootstrap.servers`` and keeps its data in ``tmp_path``.
+
+Apache Kafka itself (real JVMs; needs a JDK and Kafka's jars, see ``make kafka``):
+
+- ``onceflow_kafka``: a 1-node KRaft cluster, shared by the session.
+- ``onceflow_kafka_cluster``: a 3-node KRaft cluster (RF 3, ``min.insync.replicas=2``),
+  shared by the session. Tests may kill, pause or stop its nodes: the next test that
+  asks for it gets every node back up and the cluster serving again.
+- ``onceflow_kafka_cluster_factory``: call it for a cluster of your own, e.g.
+  ``factory(size=3, broker_config={"min.insync.replicas": 1})``.
+
+A missing JDK or missing jars fail the test with one line saying what to install.
 """
 
 from __future__ import annotations
@@ -21,6 +32,13 @@ import pytest
 from onceflow.broker.config import BrokerConfig, FlushPolicy
 from onceflow.broker.server import BrokerThread
 from onceflow.testing.broker_process import BrokerProcess
+from onceflow.testing.kafka import KafkaCluster, KafkaNotAvailable
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "kafka: runs Apache Kafka JVMs (deselect with -m 'not kafka')"
+    )
 
 
 @pytest.fixture
@@ -54,3 +72,51 @@ def onceflow_broker_process(
 ) -> BrokerProcess:
     """A broker as a separate process on an ephemeral port."""
     return onceflow_broker_process_factory()
+
+
+@pytest.fixture(scope="session")
+def onceflow_kafka_cluster_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., KafkaCluster]]:
+    """Start Apache Kafka clusters; every one is stopped at the end of the session."""
+    started: list[KafkaCluster] = []
+
+    def start(size: int = 3, **options: Any) -> KafkaCluster:
+        try:
+            cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka-{size}n"), size, **options)
+        except KafkaNotAvailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        started.append(cluster)
+        return cluster.start()
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def _onceflow_kafka_single(
+    onceflow_kafka_cluster_factory: Callable[..., KafkaCluster],
+) -> KafkaCluster:
+    return onceflow_kafka_cluster_factory(1)
+
+
+@pytest.fixture(scope="session")
+def _onceflow_kafka_three(
+    onceflow_kafka_cluster_factory: Callable[..., KafkaCluster],
+) -> KafkaCluster:
+    return onceflow_kafka_cluster_factory(3)
+
+
+@pytest.fixture
+def onceflow_kafka(_onceflow_kafka_single: KafkaCluster) -> KafkaCluster:
+    """A 1-node Apache Kafka (KRaft), every node up when the test starts."""
+    _onceflow_kafka_single.heal()
+    return _onceflow_kafka_single
+
+
+@pytest.fixture
+def onceflow_kafka_cluster(_onceflow_kafka_three: KafkaCluster) -> KafkaCluster:
+    """A 3-node Apache Kafka cluster (KRaft), every node up when the test starts."""
+    _onceflow_kafka_three.heal()
+    return _onceflow_kafka_three
