@@ -14,13 +14,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from onceflow.examples.orders import LEDGER_TABLE, Order, balances, ledger
+from onceflow.testing import BrokerProcess, KafkaCluster
 
 from .worker import open_db
 
 WORKER = Path(__file__).with_name("worker.py")
+
+_KAFKA_FIXTURES = {"kafka-1-node": "onceflow_kafka", "kafka-3-nodes": "onceflow_kafka_cluster"}
+EVERY_BROKER = [
+    "onceflow",
+    *(pytest.param(name, marks=pytest.mark.kafka) for name in _KAFKA_FIXTURES),
+]
+
+
+def broker_on_every_target(
+    request: pytest.FixtureRequest, broker: BrokerProcess
+) -> BrokerProcess | KafkaCluster:
+    """Overrides a module's ``broker`` with each of ``EVERY_BROKER``: the embedded broker
+    process of conftest.py, then Apache Kafka with 1 and with 3 nodes."""
+    if request.param == "onceflow":
+        return broker
+    return request.getfixturevalue(_KAFKA_FIXTURES[request.param])
+
+
 DEADLINE = 30.0
 
 

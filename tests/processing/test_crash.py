@@ -17,10 +17,12 @@ from confluent_kafka.admin import NewTopic
 
 from onceflow.examples.orders import make_orders, payment_counts, produce_orders
 from onceflow.kafka_admin import create_topics
-from onceflow.testing import BrokerProcess, KafkaCluster
+from onceflow.testing import BrokerProcess
 
 from .support import (
+    EVERY_BROKER,
     WorkerRun,
+    broker_on_every_target,
     check_database,
     committed_offsets,
     count_charges,
@@ -33,20 +35,8 @@ from .support import (
 ORDERS = 300
 ALL_ORDERS = make_orders(ORDERS)
 
-_KAFKA_FIXTURES = {"kafka-1-node": "onceflow_kafka", "kafka-3-nodes": "onceflow_kafka_cluster"}
-
-
-@pytest.fixture(
-    params=[
-        "onceflow",
-        *(pytest.param(name, marks=pytest.mark.kafka) for name in _KAFKA_FIXTURES),
-    ]
-)
-def broker(request: pytest.FixtureRequest, broker: BrokerProcess) -> BrokerProcess | KafkaCluster:
-    """Every crash test runs unchanged on our broker and on Apache Kafka (1 and 3 nodes)."""
-    if request.param == "onceflow":
-        return broker
-    return request.getfixturevalue(_KAFKA_FIXTURES[request.param])
+# Every crash test runs unchanged on our broker and on Apache Kafka (1 and 3 nodes).
+broker = pytest.fixture(params=EVERY_BROKER)(broker_on_every_target)
 
 
 def setup_run(

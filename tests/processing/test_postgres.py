@@ -12,9 +12,12 @@ from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 from onceflow.testing.postgres import PostgresServer
 
-from .support import WorkerRun, check_database
+from .support import EVERY_BROKER, WorkerRun, broker_on_every_target, check_database
 
 ORDERS = 200
+
+# Every crash test runs unchanged on our broker and on Apache Kafka (1 and 3 nodes).
+broker = pytest.fixture(params=EVERY_BROKER)(broker_on_every_target)
 
 
 @pytest.mark.parametrize(
