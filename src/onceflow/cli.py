@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=15_000,
         help="how often compacted topics are looked at for cleaning (log.cleaner.backoff.ms)",
     )
+    broker.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port; "
+        "default: no metrics)",
+    )
     broker.set_defaults(run=_run_broker)
 
     demo = commands.add_parser(
@@ -165,6 +172,7 @@ def _run_broker(args: argparse.Namespace) -> int:
         auto_create_topics=args.auto_create,
         log_retention_check_interval_ms=args.retention_check_interval_ms,
         log_cleaner_backoff_ms=args.cleaner_backoff_ms,
+        metrics_port=args.metrics_port,
     )
     return asyncio.run(_serve(config))
 
@@ -185,6 +193,8 @@ async def _serve(config: BrokerConfig) -> int:
         f"(data dir {config.data_dir}, flush {config.flush.value})",
         flush=True,
     )
+    if broker.metrics is not None:
+        print(f"metrics at http://{broker.host}:{broker.metrics.port}/metrics", flush=True)
     await stopping.wait()
     await broker.stop()
     print("onceflow broker stopped", flush=True)
