@@ -11,6 +11,7 @@ from pathlib import Path
 
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
 from onceflow.broker.server import Broker, BrokerStartError
+from onceflow.client_logging import show_client_logs
 
 EXIT_USAGE = 2
 
@@ -35,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kafka delivery guarantees made a one-word choice, and proven.",
     )
     parser.add_argument(
-        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log to stderr (DEBUG adds the Kafka client's own log lines)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    show_client_logs(args.log_level == "DEBUG")
     return args.run(args)
 
 
