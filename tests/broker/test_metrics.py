@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from interop_support import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from onceflow.broker import metrics as metrics_module
 from onceflow.broker.config import BrokerConfig
 from onceflow.broker.server import BrokerStartError, BrokerThread
 from onceflow.kafka_admin import create_topics
@@ -287,3 +288,23 @@ def test_cli_serves_metrics(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(TIMEOUT) == 0
+
+
+def test_scrape_of_a_stuck_broker_serves_the_counters(
+    broker: BrokerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_module, "SNAPSHOT_TIMEOUT_SECONDS", 0.5)
+    port = metrics_port(broker)
+    create_topics(broker.bootstrap, "stuck")
+    release = threading.Event()
+    assert broker.broker.loop is not None
+    # Block the broker's event loop the way a long synchronous step would.
+    broker.broker.loop.call_soon_threadsafe(release.wait, TIMEOUT)
+    try:
+        samples = scrape(port)
+    finally:
+        release.set()
+    assert value(samples, "onceflow_broker_requests_total", api="CreateTopics") == 1
+    assert not any(name == "onceflow_broker_partition_high_watermark" for name, _ in samples)
+    # Once the loop runs again, so does the state collector.
+    assert ("onceflow_broker_partition_high_watermark", _partition0("stuck")) in scrape(port)

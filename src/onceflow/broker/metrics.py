@@ -224,10 +224,15 @@ class _StateCollector(Collector):
             return iter(())
         try:
             future = asyncio.run_coroutine_threadsafe(self._snapshot(), loop)
+        except RuntimeError as exc:  # the loop is shutting down
+            log.warning("metrics: broker state not read: %s", exc)
+            return iter(())
+        try:
             return iter(future.result(SNAPSHOT_TIMEOUT_SECONDS))
-        except (concurrent.futures.TimeoutError, RuntimeError) as exc:
-            # A stuck loop or one shutting down: serve the counters rather than fail.
-            log.warning("metrics: broker state not read (%s)", exc or type(exc).__name__)
+        except concurrent.futures.TimeoutError:
+            # A stuck loop: serve the counters rather than fail the scrape.
+            future.cancel()
+            log.warning("metrics: broker state not read within %ss", SNAPSHOT_TIMEOUT_SECONDS)
             return iter(())
 
     async def _snapshot(self) -> list[Metric]:
