@@ -301,7 +301,9 @@ class Broker:
                 return None
             return encode_response(head.api_key, head.api_version, head.correlation_id, outcome)
         except Exception as exc:
-            raise self._handler_failed(api.name) from exc
+            self._observe_failure(api.name)
+            log.exception("handler %s failed", api.name)
+            raise ProtocolError(f"internal error in {api.name}") from exc
 
     async def _finish(
         self, api: Any, head: Any, request: Any, started: float, pending: Awaitable[Any]
@@ -311,18 +313,18 @@ class Broker:
             self._observe(api, request, response, started)
             return encode_response(head.api_key, head.api_version, head.correlation_id, response)
         except Exception as exc:
-            raise self._handler_failed(api.name) from exc
+            self._observe_failure(api.name)
+            log.exception("handler %s failed", api.name)
+            raise ProtocolError(f"internal error in {api.name}") from exc
 
     def _observe(self, api: Any, request: Any, response: Any, started: float) -> None:
         if self.metrics is not None:
             elapsed = time.perf_counter() - started
             self.metrics.observe_request(api.key, api.name, request, response, elapsed)
 
-    def _handler_failed(self, name: str) -> ProtocolError:
-        log.exception("handler %s failed", name)
+    def _observe_failure(self, name: str) -> None:
         if self.metrics is not None:
             self.metrics.observe_failure(name)
-        return ProtocolError(f"internal error in {name}")
 
     @staticmethod
     async def _send_responses(responses: asyncio.Queue[Any], writer: asyncio.StreamWriter) -> None:
