@@ -11,6 +11,7 @@ from pathlib import Path
 
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
 from onceflow.broker.server import Broker, BrokerStartError
+from onceflow.client_logging import show_client_logs
 
 EXIT_USAGE = 2
 
@@ -35,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kafka delivery guarantees made a one-word choice, and proven.",
     )
     parser.add_argument(
-        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log to stderr (DEBUG adds the Kafka client's own log lines)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -88,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=15_000,
         help="how often compacted topics are looked at for cleaning (log.cleaner.backoff.ms)",
+    )
+    broker.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port; "
+        "default: no metrics)",
     )
     broker.set_defaults(run=_run_broker)
 
@@ -151,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    show_client_logs(args.log_level == "DEBUG")
     return args.run(args)
 
 
@@ -165,6 +177,7 @@ def _run_broker(args: argparse.Namespace) -> int:
         auto_create_topics=args.auto_create,
         log_retention_check_interval_ms=args.retention_check_interval_ms,
         log_cleaner_backoff_ms=args.cleaner_backoff_ms,
+        metrics_port=args.metrics_port,
     )
     return asyncio.run(_serve(config))
 
@@ -185,6 +198,8 @@ async def _serve(config: BrokerConfig) -> int:
         f"(data dir {config.data_dir}, flush {config.flush.value})",
         flush=True,
     )
+    if broker.metrics is not None:
+        print(f"metrics at http://{broker.host}:{broker.metrics.port}/metrics", flush=True)
     await stopping.wait()
     await broker.stop()
     print("onceflow broker stopped", flush=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from onceflow.client_logging import client_config
+
 
 def create_topics(
     bootstrap: str, *topics: str | NewTopic, partitions: int = 1, timeout: float = 30.0
@@ -12,7 +14,8 @@ def create_topics(
     created. A plain name gets ``partitions`` partitions and the broker's replication."""
     wanted = [t if isinstance(t, NewTopic) else NewTopic(t, partitions) for t in topics]
     # The client must outlive its futures: destroying it fails them with _DESTROY.
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config({"bootstrap.servers": bootstrap}))
     futures = admin.create_topics(wanted, request_timeout=timeout)
     for future in futures.values():
         future.result(timeout=timeout)
+    admin.poll(0)  # hands the client's queued log lines to Python logging

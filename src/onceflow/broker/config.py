@@ -49,3 +49,6 @@ class BrokerConfig:
     log_retention_check_interval_ms: int = 300_000
     #: How often compacted topics are looked at for cleaning (Kafka's log.cleaner.backoff.ms).
     log_cleaner_backoff_ms: int = 15_000
+    #: Serve Prometheus metrics over HTTP on ``host`` at this port; None (the default)
+    #: serves none, 0 picks a free port (``Broker.metrics.port`` tells which).
+    metrics_port: int | None = None

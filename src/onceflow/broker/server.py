@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from onceflow.broker.log.flusher import Flushable, GroupFlusher
 from onceflow.broker.log.journal import Journal
 from onceflow.broker.log.partition import LogConfig
 from onceflow.broker.log.retention import LogMaintenance
+from onceflow.broker.metrics import BrokerMetrics
 from onceflow.broker.producer_ids import ProducerIdAllocator
 from onceflow.broker.protocol import (
     ProtocolError,
@@ -62,7 +64,10 @@ class Broker:
         self._lock_fd: int | None = None
         self._data_event = asyncio.Event()
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self.flusher = GroupFlusher()
+        self.metrics = BrokerMetrics(self) if config.metrics_port is not None else None
+        self.flusher = GroupFlusher(self.metrics.observe_flush_round if self.metrics else None)
+        #: The loop the broker runs on (set by start): its state is touched only there.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.topics: TopicRegistry
         self.producer_ids: ProducerIdAllocator
         self.groups: GroupCoordinator
@@ -82,7 +87,12 @@ class Broker:
         """The ``bootstrap.servers`` value clients use."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self._open_data_dir()
         # Finish transactions a crash interrupted before any client can look.
         await self.transactions.start()
@@ -103,6 +113,20 @@ class Broker:
             ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listening on %s", self.bootstrap)
+        if self.metrics is not None:
+            await self._serve_metrics(self.metrics)
+
+    async def _serve_metrics(self, metrics: BrokerMetrics) -> None:
+        assert self.config.metrics_port is not None
+        try:
+            metrics.serve(self.config.host, self.config.metrics_port)
+        except OSError as exc:
+            await self.stop()
+            raise BrokerStartError(
+                f"cannot serve metrics on {self.config.host}:{self.config.metrics_port}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        log.info("metrics on http://%s:%d/metrics", self.host, metrics.port)
 
     def _open_data_dir(self) -> None:
         data_dir = Path(self.config.data_dir)
@@ -141,6 +165,8 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop accepting, finish flushing, close every file."""
+        if self.metrics is not None:
+            await self.metrics.close()
         if self._server is not None:
             self._server.close()
             # Aborting the transports ends each connection's read loop the normal way.
@@ -264,25 +290,41 @@ class Broker:
                 raise ProtocolError(f"unsupported version {head.api_version} of API {api.name}")
             return api.unsupported_version(self, frame)
         header, request = decode_request(frame, head.api_key, head.api_version)
+        started = time.perf_counter()
         try:
             outcome = api.handler(self, header, request)
-            if outcome is None:
-                return None
             if isinstance(outcome, Awaitable):
                 # Started now, so waits (fsync, long poll) overlap with later requests.
-                return asyncio.ensure_future(self._finish(api.name, head, outcome))
+                return asyncio.ensure_future(self._finish(api, head, request, started, outcome))
+            self._observe(api, request, outcome, started)
+            if outcome is None:
+                return None
             return encode_response(head.api_key, head.api_version, head.correlation_id, outcome)
         except Exception as exc:
+            self._observe_failure(api.name)
             log.exception("handler %s failed", api.name)
             raise ProtocolError(f"internal error in {api.name}") from exc
 
-    async def _finish(self, name: str, head: Any, pending: Awaitable[Any]) -> bytes:
+    async def _finish(
+        self, api: Any, head: Any, request: Any, started: float, pending: Awaitable[Any]
+    ) -> bytes:
         try:
             response = await pending
+            self._observe(api, request, response, started)
             return encode_response(head.api_key, head.api_version, head.correlation_id, response)
         except Exception as exc:
-            log.exception("handler %s failed", name)
-            raise ProtocolError(f"internal error in {name}") from exc
+            self._observe_failure(api.name)
+            log.exception("handler %s failed", api.name)
+            raise ProtocolError(f"internal error in {api.name}") from exc
+
+    def _observe(self, api: Any, request: Any, response: Any, started: float) -> None:
+        if self.metrics is not None:
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_request(api.key, api.name, request, response, elapsed)
+
+    def _observe_failure(self, name: str) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_failure(name)
 
     @staticmethod
     async def _send_responses(responses: asyncio.Queue[Any], writer: asyncio.StreamWriter) -> None:

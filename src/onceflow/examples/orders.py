@@ -30,6 +30,7 @@ from confluent_kafka import (
 )
 from confluent_kafka import Message as KafkaMessage
 
+from onceflow.client_logging import LIBRDKAFKA_LOGGER, client_config
 from onceflow.guarantees import Guarantee
 from onceflow.processing import (
     Database,
@@ -73,7 +74,7 @@ def make_orders(count: int, *, customers: int = 7, seed: int = 5) -> list[Order]
 
 def produce_orders(bootstrap: str, orders: Iterable[Order], *, topic: str = ORDERS) -> int:
     """Write ``orders`` with an idempotent producer keyed by customer; return the count."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(client_config({"bootstrap.servers": bootstrap, "enable.idempotence": True}))
     sent = 0
     for order in orders:
         deadline = time.monotonic() + 30
@@ -200,6 +201,7 @@ def read_topic(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"onceflow-reader-{time.monotonic_ns()}",
+            "logger": LIBRDKAFKA_LOGGER,
             "enable.auto.commit": False,
             "isolation.level": isolation,
         }

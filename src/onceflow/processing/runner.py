@@ -24,6 +24,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from onceflow.client_logging import client_config
 from onceflow.guarantees import Guarantee, consumer_config, producer_config
 from onceflow.processing.errors import ProcessingError, RunnerConfigError
 from onceflow.processing.records import Message, Output, Record, Row
@@ -225,7 +226,7 @@ class Runner:
         self._join()
 
     def _join(self) -> None:
-        self.consumer = Consumer(self.consumer_settings)
+        self.consumer = Consumer(client_config(self.consumer_settings))
         self.consumer.subscribe(
             [self.source],
             on_assign=self._on_assign,
@@ -288,7 +289,9 @@ class Runner:
         """A fresh producer; transactional ones are initialised (fencing older ones)."""
         if self.producer_settings is None:
             return None
-        producer = Producer({**self.producer_settings, "on_delivery": self._on_delivery})
+        producer = Producer(
+            client_config(self.producer_settings) | {"on_delivery": self._on_delivery}
+        )
         if self.transactional_id is not None:
             producer.init_transactions(self.timeout)
         return producer

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from onceflow.client_logging import LIBRDKAFKA_LOGGER, client_config
 from onceflow.examples.orders import build_runner, make_orders
 from onceflow.guarantees import Guarantee, producer_config
 from onceflow.processing import Record, SqliteDatabase
@@ -102,7 +103,7 @@ def run_producer(args: argparse.Namespace, recorder: Recorder) -> int:
         "bootstrap.servers": args.bootstrap,
         **producer_config(guarantee, overrides, transactional_id=args.tid),
     }
-    producer = Producer(config)
+    producer = Producer(client_config(config))
     if args.tid:
         producer.init_transactions(FLUSH_SECONDS)
     recording = RecordingProducer(producer, recorder, transactional_id=args.tid)
@@ -220,6 +221,7 @@ def run_reader(args: argparse.Namespace, recorder: Recorder) -> int:
         {
             "bootstrap.servers": args.bootstrap,
             "group.id": f"verify-reader-{os.getpid()}",
+            "logger": LIBRDKAFKA_LOGGER,
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
         }

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from onceflow.client_logging import LIBRDKAFKA_LOGGER
 from onceflow.examples.orders import balances, ledger, make_orders
 from onceflow.guarantees import Guarantee
+from onceflow.kafka_admin import create_topics
 from onceflow.processing import SqliteDatabase
 from onceflow.verify.history import WRITE_ID_HEADER, Event, Recorder, load
 from onceflow.verify.recording import header, value_id
@@ -42,9 +44,7 @@ def admin_create_topic(bootstrap: str) -> CreateTopic:
     """Create topics with the Kafka admin API (any real broker)."""
 
     def create(name: str, partitions: int) -> None:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        futures = admin.create_topics([NewTopic(name, partitions, 1)])
-        futures[name].result(timeout=READ_DEADLINE)
+        create_topics(bootstrap, NewTopic(name, partitions, 1), timeout=READ_DEADLINE)
 
     return create
 
@@ -57,6 +57,7 @@ def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
             "bootstrap.servers": bootstrap,
             "group.id": f"verify-final-{time.monotonic_ns()}",
             "log_level": QUIET_LOG_LEVEL,
+            "logger": LIBRDKAFKA_LOGGER,
             "enable.auto.commit": False,
             "isolation.level": isolation,
         }
@@ -268,6 +269,7 @@ class Workload:
                 "bootstrap.servers": self.direct_bootstrap,
                 "group.id": self.group,
                 "log_level": QUIET_LOG_LEVEL,
+                "logger": LIBRDKAFKA_LOGGER,
             }
         )
         try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,15 @@ class Flushable(Protocol):
     def mark_durable(self, offset: int) -> None: ...
 
 
+#: Told (seconds, files synced, durability requests served) after each fsync round.
+RoundObserver = Callable[[float, int, int], None]
+
+
 class GroupFlusher:
     """Batches fsyncs of dirty logs and then tells each how far it is durable."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_round: RoundObserver | None = None) -> None:
+        self._on_round = on_round
         self._dirty: dict[Flushable, None] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._running: asyncio.Task[None] | None = None
@@ -57,6 +63,7 @@ class GroupFlusher:
                 self._waiters = []
                 targets = [(p, *p.flush_targets()) for p in partitions]
                 segments = [s for _, segs, _ in targets for s in segs]
+                started = time.perf_counter()
                 try:
                     # Concurrent fsyncs of different files share the filesystem's
                     # journal commits instead of queueing behind each other.
@@ -69,6 +76,8 @@ class GroupFlusher:
                         if not waiter.done():
                             waiter.set_exception(exc)
                     continue
+                if self._on_round is not None:
+                    self._on_round(time.perf_counter() - started, len(segments), len(waiters))
                 for partition, _, end in targets:
                     partition.mark_durable(end)
                 for waiter in waiters:
