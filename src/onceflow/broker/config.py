@@ -7,6 +7,8 @@ import enum
 from pathlib import Path
 
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
+#: Bind addresses meaning "every interface": no client can connect to them.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 class FlushPolicy(enum.StrEnum):
@@ -24,10 +26,15 @@ class BrokerConfig:
 
     data_dir: Path = Path("onceflow-data")
     host: str = "127.0.0.1"
+    #: The host clients are told to connect to (Metadata, FindCoordinator,
+    #: DescribeCluster); None means ``host``, or 127.0.0.1 when ``host`` is a wildcard.
+    advertised_host: str | None = None
     #: 0 picks a free ephemeral port; ``Broker.port`` tells which.
     port: int = 9092
     flush: FlushPolicy = FlushPolicy.ALWAYS
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    #: Create an unknown topic when a Metadata request asks for it (as Kafka's
+    #: auto.create.topics.enable; Produce never creates topics).
     auto_create_topics: bool = True
     default_partitions: int = 1
     node_id: int = 0
@@ -49,3 +56,10 @@ class BrokerConfig:
     log_retention_check_interval_ms: int = 300_000
     #: How often compacted topics are looked at for cleaning (Kafka's log.cleaner.backoff.ms).
     log_cleaner_backoff_ms: int = 15_000
+
+    @property
+    def client_host(self) -> str:
+        """The host this broker advertises to clients."""
+        if self.advertised_host:
+            return self.advertised_host
+        return "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
