@@ -8,26 +8,25 @@ sequence gap, a broken CRC) and decode exactly what the broker answered.
 from __future__ import annotations
 
 import datetime
-import io
-import socket
 import struct
 import time
 from collections.abc import Iterator, Sequence
-from functools import cache
 from typing import Any
 
 import google_crc32c
-from kio.index import load_payload_module, load_response_schema
 from kio.records.readers import read_batch
 from kio.records.schema import RecordBatch
 from kio.schema.errors import ErrorCode
-from kio.serial import entity_reader, entity_writer
-from kio.static.constants import EntityType
 
+from onceflow.admin.wire import (
+    DEFAULT_TIMEOUT,
+    KafkaConnection,
+    decode_response,
+    request_module,
+)
 from onceflow.broker.protocol import build
 from onceflow.broker.records import ATTRIBUTES_OFFSET, CRC_OFFSET, LOG_OVERHEAD
 
-DEFAULT_TIMEOUT = 15.0
 CLIENT_ID = "onceflow-wire-tests"
 LATEST = -1
 
@@ -45,32 +44,12 @@ _HEADER_V1_PREFIX = struct.Struct(">hhih")
 _BATCH_FIELDS = struct.Struct(">qiibIhiqqqhii")
 
 KeyValue = tuple[bytes | None, bytes | None]
-
-
-class ConnectionClosed(Exception):
-    """The broker closed the connection instead of answering."""
+# Tests import these from here, next to the typed requests.
+__all__ = ["WireClient", "build_batch", "decode_response", "fix_crc", "raw_frame",
+           "request_module", "values_batch"]  # fmt: skip
 
 
 # -- frames --------------------------------------------------------------------------
-
-
-def encode_request(request: Any, correlation_id: int, client_id: str = CLIENT_ID) -> bytes:
-    """The size-prefixed frame of a kio request entity, with the header its version uses."""
-    header_cls = request.__header_schema__
-    header = build(
-        header_cls,
-        request_api_key=request.__api_key__,
-        request_api_version=request.__version__,
-        correlation_id=correlation_id,
-        client_id=client_id,
-    )
-    buffer = io.BytesIO()
-    buffer.write(b"\0\0\0\0")
-    entity_writer(header_cls)(buffer, header)
-    entity_writer(type(request))(buffer, request)
-    data = buffer.getbuffer()
-    _SIZE.pack_into(data, 0, len(data) - 4)
-    return bytes(data)
 
 
 def raw_frame(api_key: int, api_version: int, correlation_id: int, body: bytes = b"") -> bytes:
@@ -84,88 +63,15 @@ def raw_frame(api_key: int, api_version: int, correlation_id: int, body: bytes =
     return _SIZE.pack(len(payload)) + payload
 
 
-@cache
-def _response_readers(api_key: int, version: int) -> tuple[Any, Any]:
-    schema = load_response_schema(api_key, version)
-    return entity_reader(schema.__header_schema__), entity_reader(schema)
-
-
-def decode_response(frame: bytes, api_key: int, version: int) -> tuple[int, Any]:
-    """(correlation id, response entity) of a response frame without its size prefix."""
-    read_header, read_body = _response_readers(api_key, version)
-    header, used = read_header(frame, 0)
-    response, _ = read_body(frame, used)
-    return header.correlation_id, response
-
-
-def request_module(api_key: int, version: int) -> Any:
-    return load_payload_module(api_key, version, EntityType.request)
-
-
 # -- connection ----------------------------------------------------------------------
 
 
-class WireClient:
-    """One TCP connection speaking raw Kafka frames; responses are read in request order."""
+class WireClient(KafkaConnection):
+    """One raw connection with typed requests for the tests; responses are read in
+    request order."""
 
     def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._next_correlation_id = 1
-
-    @classmethod
-    def connect(cls, bootstrap: str, timeout: float = DEFAULT_TIMEOUT) -> WireClient:
-        host, _, port = bootstrap.rpartition(":")
-        return cls(host, int(port), timeout)
-
-    def __enter__(self) -> WireClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def next_correlation_id(self) -> int:
-        correlation_id = self._next_correlation_id
-        self._next_correlation_id += 1
-        return correlation_id
-
-    def send_bytes(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def send(self, request: Any) -> int:
-        """Send a request without waiting; returns its correlation id."""
-        correlation_id = self.next_correlation_id()
-        self.send_bytes(encode_request(request, correlation_id))
-        return correlation_id
-
-    def _read_exactly(self, size: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < size:
-            try:
-                chunk = self.sock.recv(size - len(chunks))
-            except ConnectionResetError as exc:
-                raise ConnectionClosed("connection reset by the broker") from exc
-            if not chunk:
-                raise ConnectionClosed(f"connection closed after {len(chunks)}/{size} bytes")
-            chunks += chunk
-        return bytes(chunks)
-
-    def read_frame(self) -> bytes:
-        (size,) = _SIZE.unpack(self._read_exactly(4))
-        return self._read_exactly(size)
-
-    def receive(self, api_key: int, version: int, correlation_id: int) -> Any:
-        """Read the next response, which must answer ``correlation_id``."""
-        got, response = decode_response(self.read_frame(), api_key, version)
-        assert got == correlation_id, f"response to {got} while waiting for {correlation_id}"
-        return response
-
-    def request(self, request: Any) -> Any:
-        correlation_id = self.send(request)
-        return self.receive(request.__api_key__, request.__version__, correlation_id)
+        super().__init__(host, port, timeout, client_id=CLIENT_ID)
 
     def closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """True once the broker closes the connection; False if it answers or stays open."""
