@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument(
         "--advertised-host",
         help="host clients are told to connect to (default: --host, or 127.0.0.1 when "
-        "--host is 0.0.0.0 or ::)",
+        "--host is 0.0.0.0, ::1 when it is ::)",
     )
     broker.add_argument(
         "--port", type=_port, default=9092, help="port to listen on (0 picks a free one)"

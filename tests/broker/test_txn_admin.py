@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,7 +204,7 @@ def test_list_transactions_filters(shared_broker: BrokerProcess, topic: str) -> 
 
     with WireClient.connect(bootstrap) as wire:
         assert listed(transactional_id_pattern=f"{topic}-x.") == (ErrorCode.none, {f"{topic}-x1"})
-        # A full match, as Kafka's Pattern.matches: a prefix is not enough.
+        # The whole id must match (Matcher.matches in Kafka's Java): a prefix is not enough.
         assert listed(transactional_id_pattern=f"{topic}-x") == (ErrorCode.none, set())
         assert listed(transactional_id_pattern="(") == (
             ErrorCode.invalid_regular_expression,
@@ -277,18 +278,24 @@ def test_describe_log_dirs_reports_partition_sizes(
 
 
 @pytest.mark.parametrize(
-    ("args", "advertised"),
+    ("bind", "client", "args", "advertised"),
     [
-        (("--host", "0.0.0.0"), "127.0.0.1"),
-        (("--host", "0.0.0.0", "--advertised-host", "localhost"), "localhost"),
+        ("0.0.0.0", "127.0.0.1", (), "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1", ("--advertised-host", "localhost"), "localhost"),
+        # asyncio makes a "::" listener IPv6-only: IPv4 loopback would be unreachable.
+        ("::", "[::1]", (), "::1"),
     ],
 )
 def test_advertised_host(
-    onceflow_broker_process_factory: Callable[..., BrokerProcess],
-    args: tuple[str, ...],
-    advertised: str,
+    tmp_path: Path, bind: str, client: str, args: tuple[str, ...], advertised: str
 ) -> None:
-    broker = onceflow_broker_process_factory(extra_args=args)
+    broker = BrokerProcess(tmp_path / "data", extra_args=("--host", bind, *args))
+    broker.host = client  # where this test connects; the last --host is what binds
+    with broker:
+        check_advertised(broker, advertised)
+
+
+def check_advertised(broker: BrokerProcess, advertised: str) -> None:
     with WireClient.connect(broker.bootstrap) as wire:
         (node,) = wire.metadata([]).brokers
         assert (node.host, node.port) == (advertised, broker.port)

@@ -10,13 +10,13 @@ transaction's coordinator.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from confluent_kafka import (
@@ -37,6 +37,19 @@ from confluent_kafka.admin import (
 )
 from kio.schema.errors import ErrorCode
 
+from onceflow.admin.report import (
+    AbortResult,
+    ConfigValue,
+    GroupDetail,
+    GroupOffset,
+    GroupSummary,
+    Member,
+    OpenTransaction,
+    PartitionDetail,
+    TopicDetail,
+    TopicSummary,
+    TransactionDetail,
+)
 from onceflow.admin.wire import KafkaConnection, WireError, request_module, split_address
 from onceflow.broker.protocol import build
 
@@ -64,144 +77,6 @@ class _DebugLogger:
 
     def log(self, level: int, message: str, *args: Any) -> None:
         _librdkafka_log.debug(message, *args)
-
-
-# -- what is reported ----------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TopicSummary:
-    name: str
-    partitions: int
-    replication_factor: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PartitionDetail:
-    partition: int
-    leader: int
-    replicas: list[int]
-    isr: list[int]
-    log_start: int
-    high_watermark: int
-    #: The last stable offset: where read_committed consumers stop.
-    last_stable: int
-    #: Bytes on disk (DescribeLogDirs), None when the broker does not say.
-    size: int | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TopicDetail:
-    name: str
-    partitions: list[PartitionDetail]
-    #: Configs set on the topic itself: name -> value.
-    configs: dict[str, str | None]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ConfigValue:
-    name: str
-    value: str | None
-    source: str
-    is_default: bool
-    is_sensitive: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GroupSummary:
-    group: str
-    state: str
-    kind: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Member:
-    member_id: str
-    client_id: str
-    host: str
-    instance_id: str | None
-    assignment: list[tuple[str, int]]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GroupOffset:
-    topic: str
-    partition: int
-    #: None when the group has no committed offset for the partition.
-    committed: int | None
-    end: int
-    lag: int | None
-    member_id: str | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GroupDetail:
-    group: str
-    state: str
-    assignor: str
-    coordinator: int
-    members: list[Member]
-    offsets: list[GroupOffset]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OpenTransaction:
-    """A transaction a partition shows open, seen from that partition's leader."""
-
-    topic: str
-    partition: int
-    producer_id: int
-    producer_epoch: int
-    coordinator_epoch: int
-    #: Offset of its first record: read_committed consumers stop here until it ends.
-    first_offset: int
-    last_stable: int
-    high_watermark: int
-    #: Known from the coordinator (ListTransactions) when it still knows the producer.
-    transactional_id: str | None
-    state: str | None
-    #: Milliseconds since it started (coordinator) or since its last write (partition).
-    age_ms: int | None
-
-    @property
-    def pins_lso(self) -> bool:
-        """Whether this transaction is the one holding the partition's LSO back."""
-        return self.first_offset == self.last_stable
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TransactionDetail:
-    transactional_id: str
-    state: str
-    producer_id: int
-    producer_epoch: int
-    timeout_ms: int
-    start_ms: int | None
-    coordinator: int
-    partitions: list[tuple[str, int]]
-    open_on: list[OpenTransaction]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AbortResult:
-    topic: str
-    partition: int
-    producer_id: int
-    producer_epoch: int
-    lso_before: int
-    lso_after: int
-
-
-def to_json(value: Any) -> Any:
-    """A report value as JSON-ready data (dataclasses become objects)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = dataclasses.asdict(value)
-        if isinstance(value, OpenTransaction):
-            data["pins_lso"] = value.pins_lso
-        return data
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    return value
 
 
 # -- the client ----------------------------------------------------------------------
@@ -284,9 +159,11 @@ class Cluster:
                 ) from exc
         return self._connections[node_id]
 
-    def _raw(self, node_id: int, api_key: int, versions: range, build_request: Any) -> Any:
-        """Send ``build_request(module, version)`` to a broker at the best shared version;
-        None when the broker does not speak the API."""
+    def _raw(
+        self, node_id: int, api_key: int, versions: range, build_request: Callable[[Any], Any]
+    ) -> Any:
+        """Send ``build_request(kio module)`` to a broker, in the highest version of
+        ``versions`` it speaks; None when it speaks none of them."""
         connection = self._connection(node_id)
         try:
             version = connection.version_for(api_key, versions)
@@ -296,12 +173,27 @@ class Cluster:
         except (OSError, WireError) as exc:
             raise AdminError(f"broker {node_id} did not answer: {exc}") from exc
 
-    def _leaders(self, partitions: Iterable[tuple[str, int]]) -> dict[int, list[tuple[str, int]]]:
+    def _leaders(self, partitions: Iterable[tuple[str, int]]) -> dict[int, dict[str, list[int]]]:
+        """leader node id -> {topic: [partition indexes it leads]}."""
         topics = self.metadata().topics
-        by_leader: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        by_leader: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for topic, index in partitions:
-            by_leader[topics[topic].partitions[index].leader].append((topic, index))
+            by_leader[topics[topic].partitions[index].leader][topic].append(index)
         return by_leader
+
+    def _ask_leaders(
+        self,
+        partitions: list[tuple[str, int]],
+        api_key: int,
+        versions: range,
+        build_request: Callable[[Any, list[tuple[str, tuple[int, ...]]]], Any],
+    ) -> Iterator[tuple[int, Any]]:
+        """(leader, answer) for one request per leader about the partitions it leads;
+        ``build_request(module, [(topic, partition indexes)])`` makes it."""
+        for leader, by_topic in self._leaders(partitions).items():
+            owned = [(topic, tuple(indexes)) for topic, indexes in by_topic.items()]
+            request = partial(build_request, owned=owned)
+            yield leader, self._raw(leader, api_key, versions, request)
 
     # -- offsets ----------------------------------------------------------------
 
@@ -371,27 +263,21 @@ class Cluster:
     def _sizes(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Partition sizes from DescribeLogDirs on each leader (those that have it)."""
         sizes: dict[tuple[str, int], int] = {}
-        for leader, owned in self._leaders(partitions).items():
-            by_topic: dict[str, list[int]] = defaultdict(list)
-            for topic, index in owned:
-                by_topic[topic].append(index)
-
-            def request(m: Any, by_topic: dict[str, list[int]] = by_topic) -> Any:
-                return m.DescribeLogDirsRequest(
-                    topics=tuple(
-                        m.DescribableLogDirTopic(topic=t, partitions=tuple(ps))
-                        for t, ps in by_topic.items()
-                    )
-                )
-
-            answer = self._raw(leader, DESCRIBE_LOG_DIRS, range(1, 5), request)
+        answers = self._ask_leaders(
+            partitions,
+            DESCRIBE_LOG_DIRS,
+            range(1, 5),
+            lambda m, owned: m.DescribeLogDirsRequest(
+                topics=tuple(m.DescribableLogDirTopic(topic=t, partitions=ps) for t, ps in owned)
+            ),
+        )
+        for _, answer in answers:
             for result in answer.results if answer is not None else ():
                 for topic_result in result.topics:
                     for part in topic_result.partitions:
-                        if part.is_future_key:
-                            continue
-                        key = (topic_result.name, part.partition_index)
-                        sizes[key] = sizes.get(key, 0) + part.partition_size
+                        if not part.is_future_key:
+                            key = (topic_result.name, part.partition_index)
+                            sizes[key] = sizes.get(key, 0) + part.partition_size
         return sizes
 
     def create_topic(
@@ -533,20 +419,15 @@ class Cluster:
 
     def _producers(self, partitions: list[tuple[str, int]]) -> Iterator[tuple[str, int, Any]]:
         """(topic, partition, ProducerState) from each partition's leader."""
-        for leader, owned in self._leaders(partitions).items():
-            by_topic: dict[str, list[int]] = defaultdict(list)
-            for topic, index in owned:
-                by_topic[topic].append(index)
-
-            def request(m: Any, by_topic: dict[str, list[int]] = by_topic) -> Any:
-                return m.DescribeProducersRequest(
-                    topics=tuple(
-                        m.TopicRequest(name=t, partition_indexes=tuple(ps))
-                        for t, ps in by_topic.items()
-                    )
-                )
-
-            answer = self._raw(leader, DESCRIBE_PRODUCERS, range(0, 1), request)
+        answers = self._ask_leaders(
+            partitions,
+            DESCRIBE_PRODUCERS,
+            range(0, 1),
+            lambda m, owned: m.DescribeProducersRequest(
+                topics=tuple(m.TopicRequest(name=t, partition_indexes=ps) for t, ps in owned)
+            ),
+        )
+        for leader, answer in answers:
             if answer is None:
                 raise AdminError(f"broker {leader} does not support DescribeProducers")
             for topic_answer in answer.topics:

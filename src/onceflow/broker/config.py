@@ -7,8 +7,9 @@ import enum
 from pathlib import Path
 
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
-#: Bind addresses meaning "every interface": no client can connect to them.
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+#: Bind addresses meaning "every interface", which no client can connect to, and the
+#: loopback address advertised instead (asyncio makes a "::" listener IPv6-only).
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 class FlushPolicy(enum.StrEnum):
@@ -27,7 +28,7 @@ class BrokerConfig:
     data_dir: Path = Path("onceflow-data")
     host: str = "127.0.0.1"
     #: The host clients are told to connect to (Metadata, FindCoordinator,
-    #: DescribeCluster); None means ``host``, or 127.0.0.1 when ``host`` is a wildcard.
+    #: DescribeCluster); None means ``host``, or loopback when ``host`` is a wildcard.
     advertised_host: str | None = None
     #: 0 picks a free ephemeral port; ``Broker.port`` tells which.
     port: int = 9092
@@ -62,4 +63,4 @@ class BrokerConfig:
         """The host this broker advertises to clients."""
         if self.advertised_host:
             return self.advertised_host
-        return "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        return WILDCARD_HOSTS.get(self.host, self.host)

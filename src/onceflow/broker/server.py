@@ -81,8 +81,9 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        """The ``bootstrap.servers`` value clients use."""
-        return f"{self.host}:{self.port}"
+        """The ``bootstrap.servers`` value clients use (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     async def start(self) -> None:
         self._open_data_dir()

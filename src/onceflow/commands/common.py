@@ -12,12 +12,21 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from onceflow.admin.cluster import DEFAULT_TIMEOUT, AdminError, Cluster, to_json
+from onceflow.admin.cluster import DEFAULT_TIMEOUT, AdminError, Cluster
+from onceflow.admin.report import to_json
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 EXIT_FAILED = 1
 
 Action = Callable[[Cluster, argparse.Namespace], int]
+
+
+def add_family(
+    commands: argparse._SubParsersAction, name: str, help_: str, description: str
+) -> argparse._SubParsersAction:
+    """``onceflow NAME``, whose ACTION subcommands the caller adds with ``add_action``."""
+    parser = commands.add_parser(name, help=help_, description=description)
+    return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
 def add_action(

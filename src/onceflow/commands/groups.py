@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 
 from onceflow.admin.cluster import Cluster
-from onceflow.commands.common import add_action, print_json, print_tables, table
+from onceflow.commands.common import add_action, add_family, print_json, print_tables, table
 
 PROG = "onceflow groups"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+    actions = add_family(
+        commands,
         "groups",
-        help="list consumer groups, or show one's members, offsets and lag",
-        description="Consumer groups of any Kafka-compatible cluster: state, members with "
+        "list consumer groups, or show one's members, offsets and lag",
+        "Consumer groups of any Kafka-compatible cluster: state, members with "
         "their assignment, and per partition the committed offset, end offset and lag.",
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_action(actions, "list", "list consumer groups and their states", _list, prog=PROG)
     describe = add_action(
         actions,

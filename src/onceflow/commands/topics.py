@@ -7,6 +7,7 @@ import argparse
 from onceflow.admin.cluster import Cluster
 from onceflow.commands.common import (
     add_action,
+    add_family,
     human_bytes,
     key_values,
     print_json,
@@ -18,13 +19,13 @@ PROG = "onceflow topics"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+    actions = add_family(
+        commands,
         "topics",
-        help="list, describe, create, delete topics and change their configs",
-        description="Topics of any Kafka-compatible cluster: partitions, leaders, high "
+        "list, describe, create, delete topics and change their configs",
+        "Topics of any Kafka-compatible cluster: partitions, leaders, high "
         "watermark, last stable offset, log start, size on disk and configs.",
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     add_action(actions, "list", "list topics with their partition counts", _list, prog=PROG)
 

@@ -7,21 +7,29 @@ from __future__ import annotations
 import argparse
 import time
 
-from onceflow.admin.cluster import Cluster, OpenTransaction
-from onceflow.commands.common import add_action, human_age, print_json, print_tables, table
+from onceflow.admin.cluster import Cluster
+from onceflow.admin.report import OpenTransaction
+from onceflow.commands.common import (
+    add_action,
+    add_family,
+    human_age,
+    print_json,
+    print_tables,
+    table,
+)
 
 PROG = "onceflow transactions"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+    actions = add_family(
+        commands,
         "transactions",
-        help="find open (and hanging) transactions per partition, and abort one",
-        description="Transactions that partitions of any Kafka-compatible cluster show "
+        "find open (and hanging) transactions per partition, and abort one",
+        "Transactions that partitions of any Kafka-compatible cluster show "
         "open: their producer, age and the last stable offset (LSO) they hold back. "
         "read_committed consumers wait at that offset until the transaction ends.",
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = add_action(
         actions,
         "list",
