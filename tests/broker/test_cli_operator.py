@@ -118,6 +118,7 @@ def test_topics_create_describe_config_delete(
 
     listed = cli.json("topics", "list")
     assert {"name": topic, "partitions": 2, "replication_factor": 1} in listed
+    assert [topic, "2", "1"] in rows(cli.ok("topics", "list"))
 
     described = cli.json("topics", "describe", topic)
     on_disk = sum(f.stat().st_size for f in (shared_broker.data_dir / f"{topic}-0").glob("*.log"))
@@ -139,6 +140,9 @@ def test_topics_create_describe_config_delete(
     }
     assert changed["retention.ms"]["value"] == "5000"
     assert changed["retention.ms"]["source"] == "DYNAMIC_TOPIC_CONFIG"
+    assert ["retention.ms", "5000", "dynamic_topic_config"] in rows(
+        cli.ok("topics", "config", topic)
+    )
     reverted = {
         c["name"]: c for c in cli.json("topics", "config", topic, "--delete", "retention.ms")
     }
@@ -282,6 +286,9 @@ def test_hanging_transaction_is_found_and_aborted(cli: Cli, topic: str, hanging:
     assert described["producer_id"] == producer_id
     assert described["partitions"] == [[topic, 0]]
     assert [t["first_offset"] for t in described["open_on"]] == [5]
+    summary, opened = rows(cli.ok("transactions", "describe", f"{topic}-txn"))
+    assert summary[:4] == ["Ongoing", str(producer_id), str(found["producer_epoch"]), "600s"]
+    assert opened[-3:] == ["5", "5 *", "12"]
 
     out = cli.ok(
         "transactions", "abort", "--topic", topic, "--partition", "0",
