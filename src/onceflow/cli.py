@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from onceflow import commands as operator_commands
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
 from onceflow.broker.server import Broker, BrokerStartError
 from onceflow.client_logging import show_client_logs
@@ -49,7 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a single-node, durable, Kafka-wire-compatible broker until "
         "SIGINT or SIGTERM.",
     )
-    broker.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    broker.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    broker.add_argument(
+        "--advertised-host",
+        help="host clients are told to connect to (default: --host, or 127.0.0.1 when "
+        "--host is 0.0.0.0, ::1 when it is ::)",
+    )
     broker.add_argument(
         "--port", type=_port, default=9092, help="port to listen on (0 picks a free one)"
     )
@@ -78,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-auto-create",
         dest="auto_create",
         action="store_false",
-        help="do not create unknown topics on metadata or produce requests",
+        help="do not create unknown topics on metadata requests (produce never does)",
     )
     broker.add_argument(
         "--retention-check-interval-ms",
@@ -153,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.add_argument("--report", type=Path, help="write report.md and a PNG chart here")
     verify.set_defaults(run=_run_verify)
+    operator_commands.register(commands)
     return parser
 
 
@@ -170,6 +179,7 @@ def _run_broker(args: argparse.Namespace) -> int:
     config = BrokerConfig(
         data_dir=args.data_dir,
         host=args.host,
+        advertised_host=args.advertised_host,
         port=args.port,
         flush=FlushPolicy(args.flush),
         segment_bytes=args.segment_bytes,
@@ -194,8 +204,9 @@ async def _serve(config: BrokerConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     print(
-        f"onceflow broker listening on {broker.bootstrap} "
-        f"(data dir {config.data_dir}, flush {config.flush.value})",
+        f"onceflow broker listening on {config.host}:{broker.port} "
+        f"(clients use {broker.bootstrap}, data dir {config.data_dir}, "
+        f"flush {config.flush.value})",
         flush=True,
     )
     if broker.metrics is not None:

@@ -18,26 +18,16 @@ from kio.records.readers import read_batch
 from kio.records.schema import RecordBatch
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.protocol import build
-from onceflow.broker.records import ATTRIBUTES_OFFSET, CRC_OFFSET, LOG_OVERHEAD
-from onceflow.wire import (
-    CLIENT_ID,
+from onceflow.admin.wire import (
     DEFAULT_TIMEOUT,
-    ConnectionClosed,
-    WireConnection,
+    KafkaConnection,
     decode_response,
-    encode_request,
     request_module,
 )
+from onceflow.broker.protocol import build
+from onceflow.broker.records import ATTRIBUTES_OFFSET, CRC_OFFSET, LOG_OVERHEAD
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "ConnectionClosed",
-    "WireClient",
-    "decode_response",
-    "encode_request",
-    "request_module",
-]
+CLIENT_ID = "onceflow-wire-tests"
 LATEST = -1
 
 # Newest versions the broker advertises; tests pin older ones explicitly when it matters.
@@ -54,6 +44,12 @@ _HEADER_V1_PREFIX = struct.Struct(">hhih")
 _BATCH_FIELDS = struct.Struct(">qiibIhiqqqhii")
 
 KeyValue = tuple[bytes | None, bytes | None]
+# Tests import these from here, next to the typed requests.
+__all__ = ["WireClient", "build_batch", "decode_response", "fix_crc", "raw_frame",
+           "request_module", "values_batch"]  # fmt: skip
+
+
+# -- frames --------------------------------------------------------------------------
 
 
 def raw_frame(api_key: int, api_version: int, correlation_id: int, body: bytes = b"") -> bytes:
@@ -67,8 +63,29 @@ def raw_frame(api_key: int, api_version: int, correlation_id: int, body: bytes =
     return _SIZE.pack(len(payload)) + payload
 
 
-class WireClient(WireConnection):
-    """A raw connection with typed helpers for the requests broker tests send."""
+# -- connection ----------------------------------------------------------------------
+
+
+class WireClient(KafkaConnection):
+    """One raw connection with typed requests for the tests; responses are read in
+    request order."""
+
+    def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(host, port, timeout, client_id=CLIENT_ID)
+
+    def closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """True once the broker closes the connection; False if it answers or stays open."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(4096)
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            except TimeoutError:
+                return False
+            return not data
+        return False
 
     # -- typed requests ------------------------------------------------------------
 

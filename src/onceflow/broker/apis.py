@@ -20,10 +20,12 @@ from onceflow.broker.handlers import (
     groups,
     init_producer_id,
     list_offsets,
+    log_dirs,
     metadata,
     offsets,
     produce,
     transactions,
+    txn_admin,
 )
 
 # (broker, header, request) -> response entity, an awaitable of one, or None (no answer).
@@ -65,14 +67,16 @@ API_TABLE: dict[int, Api] = {
         Api(24, "AddPartitionsToTxn", 0, 3, transactions.handle_add_partitions),
         Api(25, "AddOffsetsToTxn", 0, 3, transactions.handle_add_offsets),
         Api(26, "EndTxn", 0, 1, transactions.handle_end_txn),
+        Api(27, "WriteTxnMarkers", 1, 2, txn_admin.write_txn_markers),
         Api(28, "TxnOffsetCommit", 0, 3, transactions.handle_txn_offset_commit),
         Api(32, "DescribeConfigs", 1, 4, configs.describe_configs),
         Api(33, "AlterConfigs", 0, 2, configs.alter_configs),
+        Api(35, "DescribeLogDirs", 1, 4, log_dirs.handle),
         Api(37, "CreatePartitions", 0, 3, admin.create_partitions),
         Api(44, "IncrementalAlterConfigs", 0, 1, configs.incremental_alter_configs),
-        Api(60, "DescribeCluster", 0, 1, admin.describe_cluster),
-        Api(61, "DescribeProducers", 0, 0, admin.describe_producers),
-        Api(65, "DescribeTransactions", 0, 0, admin.describe_transactions),
-        Api(66, "ListTransactions", 0, 1, admin.list_transactions),
+        Api(60, "DescribeCluster", 0, 2, admin.describe_cluster),
+        Api(61, "DescribeProducers", 0, 0, txn_admin.describe_producers),
+        Api(65, "DescribeTransactions", 0, 0, txn_admin.describe_transactions),
+        Api(66, "ListTransactions", 0, 2, txn_admin.list_transactions),
     )
 }

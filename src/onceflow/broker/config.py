@@ -7,6 +7,9 @@ import enum
 from pathlib import Path
 
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
+#: Bind addresses meaning "every interface", which no client can connect to, and the
+#: loopback address advertised instead (asyncio makes a "::" listener IPv6-only).
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 class FlushPolicy(enum.StrEnum):
@@ -24,10 +27,15 @@ class BrokerConfig:
 
     data_dir: Path = Path("onceflow-data")
     host: str = "127.0.0.1"
+    #: The host clients are told to connect to (Metadata, FindCoordinator,
+    #: DescribeCluster); None means ``host``, or loopback when ``host`` is a wildcard.
+    advertised_host: str | None = None
     #: 0 picks a free ephemeral port; ``Broker.port`` tells which.
     port: int = 9092
     flush: FlushPolicy = FlushPolicy.ALWAYS
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    #: Create an unknown topic when a Metadata request asks for it (as Kafka's
+    #: auto.create.topics.enable; Produce never creates topics).
     auto_create_topics: bool = True
     default_partitions: int = 1
     node_id: int = 0
@@ -52,3 +60,10 @@ class BrokerConfig:
     #: Serve Prometheus metrics over HTTP on ``host`` at this port; None (the default)
     #: serves none, 0 picks a free port (``Broker.metrics.port`` tells which).
     metrics_port: int | None = None
+
+    @property
+    def client_host(self) -> str:
+        """The host this broker advertises to clients."""
+        if self.advertised_host:
+            return self.advertised_host
+        return WILDCARD_HOSTS.get(self.host, self.host)

@@ -30,6 +30,8 @@ class AppendedBatch:
 class ProducerEntry:
     epoch: int
     batches: deque[AppendedBatch] = field(default_factory=lambda: deque(maxlen=BATCHES_KEPT))
+    #: Max timestamp of the producer's last batch (DescribeProducers reports it); -1: none.
+    last_timestamp: int = -1
 
     @property
     def last_sequence(self) -> int:
@@ -98,6 +100,7 @@ class ProducerStates:
                 header.base_sequence, header.last_sequence, header.base_offset, header.last_offset
             )
         )
+        entry.last_timestamp = header.max_timestamp
 
     def bump_epoch(self, producer_id: int, epoch: int) -> None:
         """A transaction marker carries the producer's current epoch: older ones are fenced
@@ -110,6 +113,7 @@ class ProducerStates:
         return {
             str(pid): {
                 "epoch": entry.epoch,
+                "last_timestamp": entry.last_timestamp,
                 "batches": [
                     [b.first_sequence, b.last_sequence, b.base_offset, b.last_offset]
                     for b in entry.batches
@@ -122,7 +126,10 @@ class ProducerStates:
     def from_json(cls, data: dict[str, dict]) -> ProducerStates:
         states = cls()
         for pid, raw in data.items():
-            entry = ProducerEntry(int(raw["epoch"]))
+            # Snapshots written before last_timestamp was kept have none.
+            entry = ProducerEntry(
+                int(raw["epoch"]), last_timestamp=int(raw.get("last_timestamp", -1))
+            )
             entry.batches.extend(AppendedBatch(*map(int, b)) for b in raw["batches"])
             states.entries[int(pid)] = entry
         return states

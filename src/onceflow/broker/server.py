@@ -23,6 +23,7 @@ from typing import Any
 
 from onceflow.broker.apis import API_TABLE
 from onceflow.broker.config import BrokerConfig, FlushPolicy
+from onceflow.broker.connection import enter_connection
 from onceflow.broker.groups import GroupCoordinator
 from onceflow.broker.log.flusher import Flushable, GroupFlusher
 from onceflow.broker.log.journal import Journal
@@ -80,12 +81,14 @@ class Broker:
 
     @property
     def host(self) -> str:
-        return self.config.host
+        """The host clients connect to (the advertised one, never a wildcard)."""
+        return self.config.client_host
 
     @property
     def bootstrap(self) -> str:
-        """The ``bootstrap.servers`` value clients use."""
-        return f"{self.host}:{self.port}"
+        """The ``bootstrap.servers`` value clients use (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     @property
     def serving(self) -> bool:
@@ -236,6 +239,7 @@ class Broker:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername")
+        enter_connection(peer)
         responses: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
         sender = asyncio.create_task(self._send_responses(responses, writer))
         try:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onceflow.admin.wire import ConnectionClosed, KafkaConnection, request_module
 from onceflow.broker.protocol import build
-from onceflow.wire import ConnectionClosed, WireConnection, request_module
 
 LIBS_ENV = "ONCEFLOW_KAFKA_LIBS"
 START_TIMEOUT = 120.0
@@ -425,10 +425,10 @@ class KafkaCluster:
 
     # -- what the cluster answers ---------------------------------------------------
 
-    def connect(self, node: KafkaNode | None = None) -> WireConnection:
+    def connect(self, node: KafkaNode | None = None) -> KafkaConnection:
         """A raw wire connection to ``node`` (default: the first live one)."""
         target = node or self._live_nodes()[0]
-        return WireConnection("127.0.0.1", target.port, timeout=10.0)
+        return KafkaConnection("127.0.0.1", target.port, timeout=10.0)
 
     def metadata(self, topics: Iterable[str], via: KafkaNode | None = None) -> Any:
         """A Metadata v12 answer for ``topics`` (none given: brokers only)."""

@@ -1,10 +1,10 @@
-"""Admin APIs: DeleteTopics, CreatePartitions, DeleteRecords, DescribeCluster,
-DescribeProducers, ListTransactions and DescribeTransactions."""
+"""Admin APIs: DeleteTopics, CreatePartitions, DeleteRecords, DescribeCluster.
+
+The transaction admin APIs live in txn_admin.py, DescribeLogDirs in log_dirs.py."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -12,15 +12,11 @@ from kio.schema.errors import ErrorCode
 from onceflow.broker.log.retention import remove_directories
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.topics import Topic, TopicError
-from onceflow.broker.transactions import TxnState
 
 DELETE_TOPICS = 20
 DELETE_RECORDS = 21
 CREATE_PARTITIONS = 37
 DESCRIBE_CLUSTER = 60
-DESCRIBE_PRODUCERS = 61
-DESCRIBE_TRANSACTIONS = 65
-LIST_TRANSACTIONS = 66
 NO_AUTHORIZED_OPERATIONS = -(2**31)
 HIGH_WATERMARK = -1
 
@@ -209,128 +205,8 @@ def describe_cluster(broker: Any, header: Any, request: Any) -> Any:
                 host=broker.host,
                 port=broker.port,
                 rack=None,
+                is_fenced=False,
             ),
         ),
         cluster_authorized_operations=NO_AUTHORIZED_OPERATIONS,
-    )
-
-
-# -- producers and transactions ----------------------------------------------------------
-
-
-def describe_producers(broker: Any, header: Any, request: Any) -> Any:
-    m = response_module(DESCRIBE_PRODUCERS, request.__version__)
-    topics = []
-    for wanted in request.topics:
-        partitions = []
-        for index in wanted.partition_indexes:
-            partition = broker.topics.partition(wanted.name, index)
-            states: tuple[Any, ...] = ()
-            error = ErrorCode.none
-            if partition is None:
-                error = ErrorCode.unknown_topic_or_partition
-            else:
-                states = tuple(
-                    build(
-                        m.ProducerState,
-                        producer_id=producer_id,
-                        producer_epoch=entry.epoch,
-                        last_sequence=entry.last_sequence,
-                        last_timestamp=-1,
-                        coordinator_epoch=0 if producer_id in partition.ongoing else -1,
-                        current_txn_start_offset=partition.ongoing.get(producer_id, -1),
-                    )
-                    for producer_id, entry in sorted(partition.producers.entries.items())
-                )
-            partitions.append(
-                build(
-                    m.PartitionResponse,
-                    partition_index=index,
-                    error_code=error,
-                    error_message=None,
-                    active_producers=states,
-                )
-            )
-        topics.append(build(m.TopicResponse, name=wanted.name, partitions=tuple(partitions)))
-    return build(m.DescribeProducersResponse, throttle_time=NO_THROTTLE, topics=tuple(topics))
-
-
-def list_transactions(broker: Any, header: Any, request: Any) -> Any:
-    m = response_module(LIST_TRANSACTIONS, request.__version__)
-    known = {s.value for s in TxnState}
-    states = set(request.state_filters)
-    producers = set(request.producer_id_filters)
-    min_duration = getattr(request, "duration_filter", -1)
-    now_ms = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
-    listed = []
-    for txn in broker.transactions.describe():
-        if states and txn.state.value not in states:
-            continue
-        if producers and txn.producer_id not in producers:
-            continue
-        if min_duration >= 0 and (
-            txn.state is not TxnState.ONGOING or now_ms - txn.started_ms < min_duration
-        ):
-            continue
-        listed.append(
-            build(
-                m.TransactionState,
-                transactional_id=txn.transactional_id,
-                producer_id=txn.producer_id,
-                transaction_state=txn.state.value,
-            )
-        )
-    return build(
-        m.ListTransactionsResponse,
-        throttle_time=NO_THROTTLE,
-        error_code=ErrorCode.none,
-        unknown_state_filters=tuple(sorted(states - known)),
-        transaction_states=tuple(listed),
-    )
-
-
-def describe_transactions(broker: Any, header: Any, request: Any) -> Any:
-    m = response_module(DESCRIBE_TRANSACTIONS, request.__version__)
-    by_id = {t.transactional_id: t for t in broker.transactions.describe()}
-    states = []
-    for transactional_id in request.transactional_ids:
-        txn = by_id.get(transactional_id)
-        if txn is None:
-            states.append(
-                build(
-                    m.TransactionState,
-                    error_code=ErrorCode.transactional_id_not_found,
-                    transactional_id=transactional_id,
-                    transaction_state="",
-                    transaction_timeout=datetime.timedelta(0),
-                    transaction_start_time=datetime.datetime.fromtimestamp(0, datetime.UTC),
-                    producer_id=-1,
-                    producer_epoch=-1,
-                    topics=(),
-                )
-            )
-            continue
-        by_topic: dict[str, list[int]] = {}
-        for topic, index in sorted(txn.partitions):
-            by_topic.setdefault(topic, []).append(index)
-        states.append(
-            build(
-                m.TransactionState,
-                error_code=ErrorCode.none,
-                transactional_id=transactional_id,
-                transaction_state=txn.state.value,
-                transaction_timeout=datetime.timedelta(milliseconds=txn.timeout_ms),
-                transaction_start_time=datetime.datetime.fromtimestamp(
-                    max(txn.started_ms, 0) / 1000, datetime.UTC
-                ),
-                producer_id=txn.producer_id,
-                producer_epoch=txn.epoch,
-                topics=tuple(
-                    build(m.TopicData, topic=topic, partitions=tuple(indexes))
-                    for topic, indexes in by_topic.items()
-                ),
-            )
-        )
-    return build(
-        m.DescribeTransactionsResponse, throttle_time=NO_THROTTLE, transaction_states=tuple(states)
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.connection import current_client
 from onceflow.broker.groups import GroupCoordinator, JoinResult, SyncResult
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 
@@ -41,9 +42,9 @@ def _then(outcome: Any, respond: Callable[[Any], Any]) -> Any:
     return later()
 
 
-def _client_host(broker: Any) -> str:
-    # Handlers do not see the peer address; clients of this broker are local.
-    return f"/{broker.host}"
+def _client_host() -> str:
+    # Kafka's form: the address with a leading slash (InetAddress.toString()).
+    return f"/{current_client().host}"
 
 
 def join_group(broker: Any, header: Any, request: Any) -> Any:
@@ -55,7 +56,7 @@ def join_group(broker: Any, header: Any, request: Any) -> Any:
         member_id=request.member_id,
         instance_id=getattr(request, "group_instance_id", None),
         client_id=header.client_id or "",
-        client_host=_client_host(broker),
+        client_host=_client_host(),
         session_timeout_ms=session_ms,
         rebalance_timeout_ms=(
             int(rebalance_timeout.total_seconds() * 1000) if rebalance_timeout else -1

@@ -17,7 +17,6 @@ from onceflow.broker.records import (
     InvalidBatch,
     read_header,
 )
-from onceflow.broker.topics import TopicError
 
 API_KEY = 0
 
@@ -28,22 +27,15 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     # (topic, partition index, error, base offset, log start, message, append time).
     outcomes: list[list[Any]] = []
     waits: dict[int, Awaitable[None]] = {}
+    # As Kafka, Produce never creates a topic (Metadata does, when allowed): an unknown
+    # topic is UNKNOWN_TOPIC_OR_PARTITION, which clients retry after a metadata refresh.
     for topic_data in request.topic_data:
-        refused_topic: TopicError | None = None
-        if broker.topics.get(topic_data.name) is None and broker.config.auto_create_topics:
-            try:
-                broker.topics.create(topic_data.name, broker.config.default_partitions)
-            except TopicError as exc:
-                refused_topic = exc
         for data in topic_data.partition_data:
             outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1]
             outcomes.append(outcome)
             if acks not in (0, 1, -1):
                 outcome[2] = ErrorCode.invalid_required_acks
                 outcome[5] = f"acks must be 0, 1 or -1 (all), got {acks}"
-                continue
-            if refused_topic is not None:
-                outcome[2], outcome[5] = ErrorCode(refused_topic.code), str(refused_topic)
                 continue
             partition = broker.topics.partition(topic_data.name, data.index)
             if partition is None:

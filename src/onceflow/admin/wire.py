@@ -1,9 +1,8 @@
-"""A raw, synchronous Kafka wire connection: one TCP socket, kio-encoded requests,
-responses read in request order.
+"""A raw Kafka wire connection: kio request entities out, kio response entities in.
 
-Client libraries hide what the broker answered (they retry, map errors, pick a
-coordinator themselves); test tooling sometimes needs the answer itself: which node
-FindCoordinator names, the exact error code of a request.
+The operator commands use it for the APIs confluent-kafka's AdminClient does not offer
+(DescribeProducers, ListTransactions, DescribeTransactions, WriteTxnMarkers,
+DescribeLogDirs); the broker tests use it to send exactly the bytes they mean.
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ from __future__ import annotations
 import io
 import socket
 import struct
-import time
 from functools import cache
-from typing import Any
+from typing import Any, Self
 
 from kio.index import load_payload_module, load_response_schema
 from kio.serial import entity_reader, entity_writer
@@ -22,12 +20,19 @@ from kio.static.constants import EntityType
 from onceflow.broker.protocol import build
 
 DEFAULT_TIMEOUT = 15.0
-CLIENT_ID = "onceflow-wire"
+CLIENT_ID = "onceflow"
+API_VERSIONS = 18
+# ApiVersions v0 is understood by every broker; its answer lists what else is.
+_API_VERSIONS_PROBE = 0
 
 _SIZE = struct.Struct(">i")
 
 
-class ConnectionClosed(Exception):
+class WireError(Exception):
+    """The broker's answer could not be read as the answer to the request sent."""
+
+
+class ConnectionClosed(WireError):
     """The broker closed the connection instead of answering."""
 
 
@@ -65,25 +70,36 @@ def decode_response(frame: bytes, api_key: int, version: int) -> tuple[int, Any]
 
 
 def request_module(api_key: int, version: int) -> Any:
-    """kio's module of request entities for one API version."""
+    """The kio module holding the request classes of one API version."""
     return load_payload_module(api_key, version, EntityType.request)
 
 
-class WireConnection:
-    """One TCP connection speaking raw Kafka frames; responses are read in request order."""
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) of "host:port" (IPv6 hosts in brackets or bare)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{address!r} is not host:port")
+    return host.strip("[]"), int(port)
 
-    def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+
+class KafkaConnection:
+    """One TCP connection speaking Kafka frames; responses are read in request order."""
+
+    def __init__(
+        self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT, client_id: str = CLIENT_ID
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client_id = client_id
         self._next_correlation_id = 1
+        self._versions: dict[int, tuple[int, int]] | None = None
 
     @classmethod
-    def connect(cls, bootstrap: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        """Connect to the first ``host:port`` of a bootstrap list."""
-        host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-        return cls(host, int(port), timeout)
+    def connect(cls, address: str, timeout: float = DEFAULT_TIMEOUT) -> Self:
+        host, port = split_address(address)
+        return cls(host, port, timeout)
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -103,7 +119,7 @@ class WireConnection:
     def send(self, request: Any) -> int:
         """Send a request without waiting; returns its correlation id."""
         correlation_id = self.next_correlation_id()
-        self.send_bytes(encode_request(request, correlation_id))
+        self.send_bytes(encode_request(request, correlation_id, self.client_id))
         return correlation_id
 
     def _read_exactly(self, size: int) -> bytes:
@@ -126,23 +142,20 @@ class WireConnection:
         """Read the next response, which must answer ``correlation_id``."""
         got, response = decode_response(self.read_frame(), api_key, version)
         if got != correlation_id:
-            raise ConnectionClosed(f"response to {got} while waiting for {correlation_id}")
+            raise WireError(f"response to {got} while waiting for {correlation_id}")
         return response
 
     def request(self, request: Any) -> Any:
         correlation_id = self.send(request)
         return self.receive(request.__api_key__, request.__version__, correlation_id)
 
-    def closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """True once the broker closes the connection; False if it answers or stays open."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(4096)
-            except (ConnectionResetError, BrokenPipeError):
-                return True
-            except TimeoutError:
-                return False
-            return not data
-        return False
+    def version_for(self, api_key: int, supported: range) -> int | None:
+        """The highest version of ``api_key`` both this code (``supported``) and the
+        broker speak, or None when they share none."""
+        if self._versions is None:
+            m = request_module(API_VERSIONS, _API_VERSIONS_PROBE)
+            answer = self.request(m.ApiVersionsRequest())
+            self._versions = {a.api_key: (a.min_version, a.max_version) for a in answer.api_keys}
+        low, high = self._versions.get(api_key, (0, -1))
+        best = min(high, supported.stop - 1)
+        return best if best >= max(low, supported.start) else None

@@ -1,0 +1,1 @@
+"""Operator tooling: cluster inspection and administration for any Kafka-compatible cluster."""
