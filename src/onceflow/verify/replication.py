@@ -33,6 +33,10 @@ CASES = (("1", 1), ("1", 2), ("all", 1), ("all", 2))
 # replica.lag.time.max.ms, so they are still in the ISR and may be elected.
 LAG_SECONDS = 2.0
 DEADLINE = 90.0
+# A paused follower still receives the answer to the fetch it had in flight (into its
+# socket buffer) and appends it when resumed. Records must far outweigh one fetch
+# answer (replica.fetch.max.bytes, 1 MiB) for the followers to really lag.
+VALUE_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class AcksOutcome:
 
 
 def measure(
-    cluster: KafkaCluster, cases: Iterable[tuple[str, int]] = CASES, records: int = 200
+    cluster: KafkaCluster, cases: Iterable[tuple[str, int]] = CASES, records: int = 2000
 ) -> list[AcksOutcome]:
     """Run both experiments for each case on ``cluster`` (3 nodes or more)."""
     if cluster.size < 3:
@@ -88,6 +92,7 @@ def _producer(bootstrap: str, acks: str, **extra: object) -> Producer:
                 "enable.idempotence": False,
                 "linger.ms": 0,
                 "message.timeout.ms": int(DEADLINE * 1000),
+                "queue.buffering.max.kbytes": 1 << 20,
                 **extra,
             }
         )
@@ -112,16 +117,19 @@ def leader_loss(
         if err is None:
             acked.add(message.value())  # type: ignore[attr-defined]
 
-    producer = _producer(cluster.bootstrap, acks)
     half = records // 2
-    for i in range(half):  # in sync: replicated before anything fails
-        producer.produce(topic, b"synced-%d" % i, on_delivery=delivered)
-    producer.flush(DEADLINE)
+    # The first half is known to be on every replica before anything fails: it is sent
+    # with acks=all whatever the case (an acks=1 answer says nothing about followers).
+    synced = _producer(cluster.bootstrap, "all")
+    for i in range(half):
+        synced.produce(topic, _value(b"synced", i), on_delivery=delivered)
+    synced.flush(DEADLINE)
+    producer = _producer(cluster.bootstrap, acks)
     for follower in followers:
         follower.pause()
     try:
         for i in range(records - half):
-            producer.produce(topic, b"lagging-%d" % i, on_delivery=delivered)
+            producer.produce(topic, _value(b"lagging", i), on_delivery=delivered)
         lag_until = time.monotonic() + LAG_SECONDS
         while time.monotonic() < lag_until:
             producer.poll(0.05)
@@ -137,6 +145,10 @@ def leader_loss(
     producer.flush(DEADLINE)
     present = set(read_all(cluster.bootstrap, topic))
     return records, len(acked), len(acked - present)
+
+
+def _value(kind: bytes, i: int) -> bytes:
+    return (b"%s-%d:" % (kind, i)).ljust(VALUE_BYTES, b".")
 
 
 def _wait_for_new_leader(cluster: KafkaCluster, topic: str, old: int) -> None:
