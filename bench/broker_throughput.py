@@ -7,6 +7,8 @@ consumed back, against each target:
 
 * ``onceflow-always``: ``onceflow broker --flush always`` as its own process,
 * ``onceflow-never``: the same with ``--flush never``,
+* ``kafka``: a single-node Apache Kafka (KRaft, real JVM, 1 GiB heap), as shipped:
+  no fsync, durability left to replicas it does not have (needs ``make kafka``),
 * ``mock``: librdkafka's built-in in-memory mock cluster, the baseline.
 
 Produce time runs from the first ``produce()`` until ``flush()`` returns with every
@@ -36,6 +38,7 @@ Run it (``make bench`` runs the first form)::
     .venv/bin/python bench/broker_throughput.py
     .venv/bin/python bench/broker_throughput.py --records 100000 --repeat 1
     .venv/bin/python bench/broker_throughput.py --targets onceflow-never mock --json
+    .venv/bin/python bench/broker_throughput.py --targets onceflow-always kafka
 
 The exit status is 1 when any phase had errors, timed out, or a onceflow consumer came
 back short.
@@ -62,12 +65,15 @@ from rich.table import Table
 
 from onceflow.kafka_admin import create_topics
 from onceflow.testing.broker_process import BrokerProcess
+from onceflow.testing.kafka import temporary_cluster
 from onceflow.testing.mock_cluster import mock_cluster
 
 RECORD_BYTES = 100
 PARTITION_COUNTS = (1, 6)
 PHASES = ("produce", "consume")
 BASELINE = "mock"
+# The second reference: what users who outgrow one machine run.
+KAFKA = "kafka"
 CONSUME_BATCH = 10_000
 TABLE_WIDTH = 100
 CONSUME_POLL_SECONDS = 0.1
@@ -119,9 +125,22 @@ def mock_target() -> Iterator[Cluster]:
         yield Cluster(mock.bootstrap, mock.create_topic)
 
 
+@contextlib.contextmanager
+def kafka_target() -> Iterator[Cluster]:
+    """A single-node Apache Kafka with its shipped 1 GiB heap and no fsync."""
+    with temporary_cluster(1, heap_mb=1024) as kafka:
+        yield Cluster(
+            kafka.bootstrap,
+            lambda name, partitions: create_topics(
+                kafka.bootstrap, name, partitions=partitions, timeout=SETUP_TIMEOUT
+            ),
+        )
+
+
 TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Cluster]]] = {
     "onceflow-always": lambda: onceflow_cluster("always"),
     "onceflow-never": lambda: onceflow_cluster("never"),
+    "kafka": kafka_target,
     BASELINE: mock_target,
 }
 
@@ -325,6 +344,8 @@ def summarize(runs: list[Run], targets: list[str]) -> list[dict]:
     for row in rows:
         baseline = medians.get((BASELINE, row["partitions"], row["phase"]))
         row["ratio"] = row["msgs_per_s"] / baseline if baseline else None
+        kafka = medians.get((KAFKA, row["partitions"], row["phase"]))
+        row["ratio_kafka"] = row["msgs_per_s"] / kafka if kafka else None
         row["baseline_short"] = (row["partitions"], row["phase"]) in short
     return rows
 
@@ -339,8 +360,8 @@ def render(rows: list[dict], args: argparse.Namespace, load: tuple[float, float]
     table.add_column("parts", justify="right")
     for phase in PHASES:
         table.add_column(f"{phase} msgs/s", justify="right")
-        table.add_column("MB/s", justify="right")
         table.add_column("x mock", justify="right")
+        table.add_column("x kafka", justify="right")
     by_key = {(r["target"], r["partitions"], r["phase"]): r for r in rows}
     notes = []
     for target, partitions in dict.fromkeys((r["target"], r["partitions"]) for r in rows):
@@ -349,7 +370,8 @@ def render(rows: list[dict], args: argparse.Namespace, load: tuple[float, float]
             row = by_key[target, partitions, phase]
             ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
             ratio += "*" if row["baseline_short"] and target != BASELINE else ""
-            cells += [f"{row['msgs_per_s']:,.0f}", f"{row['mb_per_s']:.1f}", ratio]
+            kafka = "-" if row["ratio_kafka"] is None else f"{row['ratio_kafka']:.2f}"
+            cells += [f"{row['msgs_per_s']:,.0f}", ratio, kafka]
             notes += [f"{target} {partitions}p {phase}: {note}" for note in row["notes"]]
         table.add_row(*cells)
     if any(row["baseline_short"] for row in rows):

@@ -12,26 +12,33 @@ two modes, each timed from its first poll until every input is processed and com
   sends the consumer's offsets into the transaction with its group metadata and commits
   the transaction (the consumer reads read_committed).
 
-Both modes run in the same process run, on the same input, ``--repeat`` times each,
-interleaved; the table reports median records/s and the exactly-once/at-least-once
-ratio. After each run the output topic is checked: exactly N records (read_committed
-for exactly-once), so a fast but wrong loop cannot pass.
+Both modes run on each target, on the same input, ``--repeat`` times each, interleaved:
+onceflow (``--flush always``) and a single-node Apache Kafka as shipped (no fsync; needs
+``make kafka``). The table reports median records/s, the exactly-once/at-least-once
+ratio per target, and each row's ratio to Kafka in the same mode. After each run the
+output topic is checked: exactly N records (read_committed for exactly-once), so a fast
+but wrong loop cannot pass. Both targets get the same client settings: librdkafka
+backs off ``retry.backoff.ms`` (100 ms) when a transaction's first request meets
+CONCURRENT_TRANSACTIONS, which is what Kafka answers while the previous commit's
+markers are still being written.
 
 Run it::
 
     .venv/bin/python bench/transactional_throughput.py
     .venv/bin/python bench/transactional_throughput.py --records 100000 --repeat 1 --json
+    .venv/bin/python bench/transactional_throughput.py --targets onceflow
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +48,13 @@ from rich.table import Table
 
 from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
+from onceflow.testing.kafka import temporary_cluster
 
 COMMIT_EVERY_RECORDS = 1000
 COMMIT_EVERY_SECONDS = 0.1
 PAYLOAD = b"x" * 100
 MODES = ("at-least-once", "exactly-once")
+KAFKA = "kafka"
 
 
 @dataclass
@@ -55,6 +64,7 @@ class Run:
     seconds: float
     commits: int
     output_records: int
+    target: str = ""
 
     @property
     def per_second(self) -> float:
@@ -186,47 +196,98 @@ def count_records(bootstrap: str, topic: str, expected: int) -> int:
     return seen
 
 
+@contextlib.contextmanager
+def onceflow_target() -> Iterator[str]:
+    """``onceflow broker --flush always`` as its own process on a fresh data dir."""
+    with (
+        tempfile.TemporaryDirectory(prefix="onceflow-bench-") as tmp,
+        BrokerProcess(Path(tmp) / "data", flush="always") as broker,
+    ):
+        yield broker.bootstrap
+
+
+@contextlib.contextmanager
+def kafka_target() -> Iterator[str]:
+    """A single-node Apache Kafka as shipped (1 GiB heap, no fsync)."""
+    with temporary_cluster(1, heap_mb=1024) as kafka:
+        yield kafka.bootstrap
+
+
+TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[str]]] = {
+    "onceflow": onceflow_target,
+    KAFKA: kafka_target,
+}
+
+
+def run_target(target: str, args: argparse.Namespace, console: Console) -> list[Run]:
+    """Load the input once, then run each mode ``--repeat`` times, interleaved."""
+    runs = []
+    with TARGETS[target]() as bootstrap:
+        create_topics(bootstrap, "input")
+        console.print(f"{target}: loading {args.records:,} input records into {bootstrap}")
+        load_input(bootstrap, "input", args.records)
+        for round_ in range(args.repeat):
+            for mode in MODES:
+                sink = f"output-{mode}-{round_}"
+                create_topics(bootstrap, sink)
+                run = transform_loop(bootstrap, "input", sink, args.records, mode, args.timeout)
+                run.target = target
+                console.print(
+                    f"{target} round {round_ + 1} {mode}: {run.per_second:,.0f} records/s, "
+                    f"{run.commits} commits, {run.output_records:,} outputs"
+                )
+                runs.append(run)
+    return runs
+
+
+def _ratio_cell(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per loop run")
+    parser.add_argument(
+        "--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS), metavar="TARGET"
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
     console = Console(stderr=args.json)
     runs: list[Run] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="onceflow-bench-") as tmp,
-        BrokerProcess(Path(tmp) / "data", flush="always") as broker,
-    ):
-        create_topics(broker.bootstrap, "input")
-        console.print(f"loading {args.records:,} input records into {broker.bootstrap}")
-        load_input(broker.bootstrap, "input", args.records)
-        for round_ in range(args.repeat):
-            for mode in MODES:
-                sink = f"output-{mode}-{round_}"
-                create_topics(broker.bootstrap, sink)
-                run = transform_loop(
-                    broker.bootstrap, "input", sink, args.records, mode, args.timeout
-                )
-                console.print(
-                    f"round {round_ + 1} {mode}: {run.per_second:,.0f} records/s, "
-                    f"{run.commits} commits, {run.output_records:,} outputs"
-                )
-                runs.append(run)
+    for target in args.targets:
+        runs += run_target(target, args, console)
     wrong = [r for r in runs if r.output_records != r.records]
     medians = {
-        mode: statistics.median(r.per_second for r in runs if r.mode == mode) for mode in MODES
+        (target, mode): statistics.median(
+            r.per_second for r in runs if r.mode == mode and r.target == target
+        )
+        for target in args.targets
+        for mode in MODES
     }
-    ratio = medians["exactly-once"] / medians["at-least-once"]
+
+    def ratio(target: str, mode: str, reference: tuple[str, str]) -> float | None:
+        return medians[target, mode] / medians[reference] if reference in medians else None
+
+    rows = [
+        {
+            "target": target,
+            "mode": mode,
+            "records_per_s": medians[target, mode],
+            "x_at_least_once": ratio(target, mode, (target, "at-least-once")),
+            "x_kafka": ratio(target, mode, (KAFKA, mode)),
+        }
+        for target in args.targets
+        for mode in MODES
+    ]
     if args.json:
         print(
             json.dumps(
                 {
                     "records": args.records,
                     "repeat": args.repeat,
-                    "median_records_per_s": medians,
-                    "ratio_exactly_once_to_at_least_once": ratio,
+                    "summary": rows,
                     "runs": [r.__dict__ for r in runs],
                 },
                 indent=2,
@@ -236,16 +297,24 @@ def main(argv: list[str] | None = None) -> int:
         table = Table(
             title=f"consume-transform-produce, {args.records:,} records, median of {args.repeat}"
         )
-        table.add_column("mode")
-        table.add_column("records/s", justify="right")
-        table.add_column("x at-least-once", justify="right")
-        for mode in MODES:
+        for column in ("target", "mode", "records/s", "x at-least-once", "x kafka"):
+            table.add_column(column, justify="left" if column in ("target", "mode") else "right")
+        for row in rows:
             table.add_row(
-                mode, f"{medians[mode]:,.0f}", f"{medians[mode] / medians['at-least-once']:.2f}"
+                row["target"],
+                row["mode"],
+                f"{row['records_per_s']:,.0f}",
+                *(
+                    "-" if row[k] is None else f"{row[k]:.2f}"
+                    for k in ("x_at_least_once", "x_kafka")
+                ),
             )
         console.print(table)
     for run in wrong:
-        console.print(f"[red]{run.mode}: {run.output_records} outputs for {run.records} inputs[/]")
+        console.print(
+            f"[red]{run.target} {run.mode}: {run.output_records} outputs "
+            f"for {run.records} inputs[/]"
+        )
     return 1 if wrong else 0
 
 

@@ -14,14 +14,16 @@ those jars to use them elsewhere. ``java`` is taken from ``JAVA_HOME`` or ``PATH
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,19 +310,23 @@ class KafkaCluster:
 
     def start(self, timeout: float = START_TIMEOUT) -> KafkaCluster:
         """Format storage on first start, start every node, wait until the cluster serves."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.log4j_path.write_text(_LOG4J2)
-        for node in self.nodes:
-            node.write_config()
-        if not self.cluster_id_path.exists():
-            self._format()
+        self.format()
         for node in self.nodes:
             if not node.running:
                 node.start()
         self.wait_ready(timeout)
         return self
 
-    def _format(self) -> None:
+    def format(self) -> None:
+        """Write every node's config and, once per cluster, format its storage."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log4j_path.write_text(_LOG4J2)
+        for node in self.nodes:
+            node.write_config()
+        if not self.cluster_id_path.exists():
+            self._format_storage()
+
+    def _format_storage(self) -> None:
         cluster_id = _random_cluster_id()
         with ThreadPoolExecutor(len(self.nodes)) as pool:
             results = list(
@@ -505,6 +511,17 @@ class KafkaCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}[{partition}] ISR is {sorted(isr)}, wanted {size}")
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def temporary_cluster(size: int = 1, **options: Any) -> Iterator[KafkaCluster]:
+    """A started cluster in a temporary directory; stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"onceflow-kafka-{size}n-") as root:
+        cluster = KafkaCluster(Path(root), size, **options).start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 def _random_cluster_id() -> str:
