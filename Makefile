@@ -63,6 +63,7 @@ bench: $(STAMP) $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/broker_throughput.py
 	$(PY) bench/transactional_throughput.py
 	$(PY) bench/pipeline_throughput.py
+	$(PY) bench/startup.py
 
 clean:
 	rm -rf $(VENV) $(QUIX_VENV) .kafka build dist src/*.egg-info

@@ -175,7 +175,9 @@ class KafkaNode:
     def format_command(self, cluster_id: str) -> list[str]:
         return self._java(
             "kafka.tools.StorageTool",
-            "format", "-t", cluster_id, "-c", str(self.config_path), "--ignore-formatted",
+            # "=": a random id may start with "-", which would read as an option.
+            "format", f"--cluster-id={cluster_id}", "-c", str(self.config_path),
+            "--ignore-formatted",
             heap=False,
         )  # fmt: skip
 
