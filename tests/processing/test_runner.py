@@ -23,14 +23,13 @@ from onceflow.examples.orders import (
 from onceflow.guarantees import GuaranteeConfigError
 from onceflow.kafka_admin import create_topics
 from onceflow.processing import (
-    AFTER_COMMIT,
-    RECORD_PROCESSED,
     ExactlyOnceSink,
     ProcessingError,
     Runner,
     RunnerConfigError,
     SqliteDatabase,
 )
+from onceflow.processing.crashpoints import AFTER_COMMIT, RECORD_PROCESSED
 from onceflow.testing import BrokerProcess
 
 from .support import check_database
