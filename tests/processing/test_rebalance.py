@@ -221,3 +221,54 @@ def test_exactly_once_sink_fences_a_zombie(
     assert successor_stored_everything(), "the stored offsets moved after the zombie woke"
     # Plain INSERTs in the exactly-once sink: a record applied twice would have failed.
     check_database(db, ORDERS, complete=True)
+
+
+@pytest.mark.parametrize(
+    ("guarantee", "eos_sink"),
+    [("exactly-once", False), ("exactly-once", True), ("at-least-once", False)],
+    ids=["kafka-txn", "db-txn", "idempotent-sink"],
+)
+def test_cooperative_rebalances_with_three_members_joining_and_leaving(
+    broker: BrokerProcess,
+    names: dict[str, str],
+    postgres_server: PostgresServer,
+    guarantee: str,
+    eos_sink: bool,
+) -> None:
+    """cooperative-sticky: each rebalance moves only some partitions, and the callbacks
+    add (incremental_assign) or remove them while the others keep their pending work.
+    a starts, b joins, c joins, a leaves (SIGTERM: it finishes and leaves the group)."""
+    db = postgres_server.new_database()
+    run = setup_group(broker, names, guarantee, db, eos_sink)
+    pacing = [*PACING, "--commit-interval-ms", "300", "--cooperative"]
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        for name, charged_before in (("a", 1), ("b", 120), ("c", 240)):
+            if workers:
+                wait_until(
+                    lambda n=charged_before: count_charges(db) >= n,  # type: ignore[misc]
+                    f"{charged_before} orders are charged",
+                    alive=workers,
+                )
+            workers.append(run.start("--instance", name, *pacing))
+        wait_until(lambda: count_charges(db) >= 360, "360 orders are charged", alive=workers)
+        workers[0].send_signal(signal.SIGTERM)
+        a, b, c = (finish(worker) for worker in workers)
+    finally:
+        kill(*workers)
+
+    assert a["revoked"], f"a never gave up a partition: {a}"
+    assert a["processed"] and b["processed"] and c["processed"], f"{a} / {b} / {c}"
+    assert a["processed"] < len(ORDERS), "a did all the work before the others joined"
+    # Plain INSERTs in the exactly-once sink: a record applied twice would have failed.
+    check_database(db, ORDERS, complete=True)
+    if eos_sink:
+        ends = end_offsets(broker.bootstrap, names["orders"], PARTITIONS)
+        stored = stored_offsets(db)
+        assert [stored.get((names["orders"], p)) for p in range(PARTITIONS)] == ends
+        return
+    payments = payment_counts(broker.bootstrap, names["payments"])
+    assert set(payments) == ORDER_IDS, "a payment was lost in a cooperative rebalance"
+    if guarantee == "exactly-once":
+        assert max(payments.values()) == 1, "a payment was duplicated in a rebalance"
+    assert all_committed(broker, names)

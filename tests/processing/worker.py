@@ -67,11 +67,18 @@ def main() -> int:
     parser.add_argument("--eos-sink", action="store_true")
     parser.add_argument("--crash-at")
     parser.add_argument("--pause-at")
-    parser.add_argument("--instance", help="group.instance.id (default: GROUP-worker)")
+    parser.add_argument(
+        "--instance", help="the worker's name, its group.instance.id (default: GROUP-worker)"
+    )
     parser.add_argument(
         "--defaults",
         action="store_true",
         help="the runner's own identity, session and transaction timeout (no overrides)",
+    )
+    parser.add_argument(
+        "--cooperative",
+        action="store_true",
+        help="cooperative-sticky rebalancing, dynamic membership (a stopped worker leaves)",
     )
     parser.add_argument("--work-ms", type=float, default=0.0)
     parser.add_argument("--commit-every", type=int, default=40)
@@ -101,6 +108,9 @@ def main() -> int:
             "heartbeat.interval.ms": 500,
         }
     )
+    if args.cooperative:
+        consumer_overrides["partition.assignment.strategy"] = "cooperative-sticky"
+        consumer_overrides["group.instance.id"] = None
     runner = build_runner(
         args.bootstrap,
         guarantee,
@@ -114,6 +124,7 @@ def main() -> int:
         commit_interval_ms=args.commit_interval_ms,
         max_poll_records=args.max_poll_records,
         consumer_overrides=consumer_overrides,
+        instance=args.instance,
         producer_overrides=producer_overrides,
         fault_hook=fault_hook(args.crash_at, args.pause_at, args.work_ms),
     )

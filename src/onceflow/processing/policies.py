@@ -59,6 +59,9 @@ class Loop(Protocol):
     commit_interval: float
     timeout: float
     transactional_id: str | None
+    #: The group uses cooperative rebalancing: callbacks add and remove partitions
+    #: incrementally instead of replacing the whole assignment.
+    cooperative: bool
     stats: RunStats
     sink: DatabaseSink | None
     consumer: Consumer | None
@@ -476,7 +479,12 @@ class DatabaseTransactions(CommitPolicy):
             offset = stored.get((p.topic, p.partition))
             if offset is not None:
                 p.offset = offset
-        consumer.assign(partitions)
+        # Under cooperative rebalancing these partitions join the ones kept; eagerly,
+        # they are the whole new assignment.
+        if self.runner.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         super().on_revoke(consumer, partitions)

@@ -137,6 +137,9 @@ class Runner:
             "group.id": group,
             **consumer_config(guarantee, consumer_overrides),
         }
+        strategy = str(self.consumer_settings.get("partition.assignment.strategy", ""))
+        # librdkafka refuses to mix cooperative and eager strategies, so one name tells.
+        self.cooperative = "cooperative-sticky" in strategy
         self.transactional_id: str | None = None
         if self.db_is_commit_point:
             self.producer_settings: dict[str, Any] | None = None
