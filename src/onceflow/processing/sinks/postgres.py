@@ -6,9 +6,9 @@ or a ``psycopg_pool.ConnectionPool`` (a connection is borrowed for each transact
 returned at its end). An SQLAlchemy engine's raw connection works as a connection:
 ``PostgresDatabase(engine.raw_connection().driver_connection)``.
 
-A commit's rows are written in a few round trips, however many there are: COPY into a
-temporary table, then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` that reports
-which rows were new.
+A commit's rows are written in one round trip, however many there are: one
+``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` with a column per array
+parameter, which also reports which rows were new.
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from typing import Any
 
 from onceflow.processing.sinks.database import insert_sql
 
-#: The staging table's extra column: each row's index in the batch.
+#: The batch's extra column: each row's position (from 1) in the batch.
 _ROW = '"onceflow_row"'
-_STAGE = '"onceflow_stage"'
-#: Below this many rows the staging table costs more round trips than it saves.
-_COPY_FROM = 8
 
 
 def _params(params: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -55,6 +52,7 @@ class PostgresDatabase:
                 "PostgresDatabase takes a conninfo string, a psycopg Connection or a "
                 f"psycopg_pool ConnectionPool, not {type(source).__name__}"
             )
+        self._types: dict[tuple[str, tuple[str, ...]], tuple[str, ...] | None] = {}
         self._lease: AbstractContextManager[Any] | None = None
         self._tx: AbstractContextManager[Any] | None = None
 
@@ -90,36 +88,54 @@ class PostgresDatabase:
         rows: Sequence[Sequence[Any]],
         conflict: Sequence[str] | None,
     ) -> list[int]:
-        if len(rows) < _COPY_FROM:
+        types = self._array_types(table, columns)
+        if types is None:  # an array column: unnest would flatten it, go row by row
             sql = insert_sql(table, columns, conflict, self.placeholder)
             return [i for i, row in enumerate(rows) if self.execute(sql, row)]
         cols = ", ".join(columns)
-        with self._connection() as conn, conn.cursor() as cur:
-            # Only the columns' types are copied (no constraints); gone at commit.
-            cur.execute(
-                f"CREATE TEMPORARY TABLE {_STAGE} ON COMMIT DROP AS "
-                f"SELECT {cols}, 0::bigint AS {_ROW} FROM {table} WITH NO DATA"
-            )
-            with cur.copy(f"COPY {_STAGE} ({cols}, {_ROW}) FROM STDIN") as copy:
-                for index, row in enumerate(rows):
-                    copy.write_row((*row, index))
-            select = f"SELECT {cols} FROM {_STAGE} ORDER BY {_ROW}"
-            if not conflict:
-                cur.execute(f"INSERT INTO {table} ({cols}) {select}")
-                inserted = list(range(len(rows)))
-            else:
-                # Which staged rows went in: the first of each new key, by batch index.
-                keys = ", ".join(conflict)
-                joined = " AND ".join(f"s.{k} = ins.{k}" for k in conflict)
-                cur.execute(
-                    f"WITH ins AS (INSERT INTO {table} ({cols}) {select} "
-                    f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}) "
-                    f"SELECT min(s.{_ROW}) FROM {_STAGE} s JOIN ins ON {joined} "
-                    f"GROUP BY {', '.join(f'ins.{k}' for k in conflict)} ORDER BY 1"
+        arrays = [list(column) for column in zip(*rows, strict=True)]
+        # One statement whatever the batch size: each column is one array parameter.
+        source = (
+            f"(SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) "
+            f"WITH ORDINALITY AS s({cols}, {_ROW}))"
+        )
+        select = f"SELECT {cols} FROM src ORDER BY {_ROW}"
+        if not conflict:
+            self.execute(f"WITH src AS {source} INSERT INTO {table} ({cols}) {select}", arrays)
+            return list(range(len(rows)))
+        # Which rows went in: the first of each new key, by its position in the batch.
+        keys = ", ".join(conflict)
+        joined = " AND ".join(f"src.{k} = ins.{k}" for k in conflict)
+        found = self.query(
+            f"WITH src AS {source}, ins AS (INSERT INTO {table} ({cols}) {select} "
+            f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}) "
+            f"SELECT min(src.{_ROW}) FROM src JOIN ins ON {joined} "
+            f"GROUP BY {', '.join(f'ins.{k}' for k in conflict)} ORDER BY 1",
+            arrays,
+        )
+        return [int(position) - 1 for (position,) in found]
+
+    def _array_types(self, table: str, columns: Sequence[str]) -> tuple[str, ...] | None:
+        """The SQL types of ``columns`` (quoted names) of ``table``, looked up once; None
+        when one of them is itself an array."""
+        cache_key = (table, tuple(columns))
+        if cache_key not in self._types:
+            found = dict(
+                self.query(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    (table,),
                 )
-                inserted = [int(index) for (index,) in cur.fetchall()]
-            cur.execute(f"DROP TABLE {_STAGE}")
-            return inserted
+            )
+            types = []
+            for column in columns:
+                name = column.strip('"')
+                if name not in found:
+                    raise ValueError(f"table {table} has no column {name!r}")
+                types.append(found[name])
+            arrays = any(t.endswith("]") for t in types)
+            self._types[cache_key] = None if arrays else tuple(types)
+        return self._types[cache_key]
 
     def begin(self) -> None:
         if self._pool is not None:
