@@ -58,6 +58,18 @@ def insert_sql(
     return f"{sql} ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else sql
 
 
+def insert_one_by_one(
+    db: Database,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    conflict: Sequence[str] | None,
+) -> list[int]:
+    """``Database.insert_rows`` as one statement per row."""
+    sql = insert_sql(table, columns, conflict, db.placeholder)
+    return [i for i, row in enumerate(rows) if db.execute(sql, row)]
+
+
 class SqliteDatabase:
     """A SQLite file. Transactions are ``BEGIN IMMEDIATE`` so a second writer waits."""
 
@@ -85,8 +97,7 @@ class SqliteDatabase:
         conflict: Sequence[str] | None,
     ) -> list[int]:
         # In-process: one statement per row costs no round trip.
-        sql = insert_sql(table, columns, conflict, self.placeholder)
-        return [i for i, row in enumerate(rows) if self._conn.execute(sql, tuple(row)).rowcount]
+        return insert_one_by_one(self, table, columns, rows, conflict)
 
     def begin(self) -> None:
         self._conn.execute("BEGIN IMMEDIATE")

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from onceflow.processing.sinks.database import insert_sql
+from onceflow.processing.sinks.database import insert_one_by_one
 
 #: The batch's extra column: each row's position (from 1) in the batch.
 _ROW = '"onceflow_row"'
@@ -90,8 +90,7 @@ class PostgresDatabase:
     ) -> list[int]:
         types = self._array_types(table, columns)
         if types is None:  # an array column: unnest would flatten it, go row by row
-            sql = insert_sql(table, columns, conflict, self.placeholder)
-            return [i for i, row in enumerate(rows) if self.execute(sql, row)]
+            return insert_one_by_one(self, table, columns, rows, conflict)
         cols = ", ".join(columns)
         arrays = [list(column) for column in zip(*rows, strict=True)]
         # One statement whatever the batch size: each column is one array parameter.
