@@ -95,7 +95,9 @@ class RecordingProducer:
         downstream = options.pop("on_delivery", None) or self._downstream
 
         def delivered(error: KafkaError | None, message: Any) -> None:
-            if error is None:
+            if error is None and message.offset() is None:
+                pass  # acks=0 (at most once): sent, never acknowledged, no position
+            elif error is None:
                 self._recorder.record(
                     "ack", id=write_id, topic=message.topic(), partition=message.partition(),
                     offset=message.offset(),
