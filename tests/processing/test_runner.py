@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from onceflow.processing import (
     SqliteDatabase,
 )
 from onceflow.processing.crashpoints import AFTER_COMMIT, BEFORE_COMMIT, RECORD_PROCESSED
+from onceflow.processing.runner import stable_identity
 from onceflow.testing import BrokerProcess
 
 from .support import check_database
@@ -223,3 +225,24 @@ def test_commit_that_times_out_is_retried_never_aborted(
     assert stats.aborts == 0 and stats.producer_rebuilds == 0, stats
     assert set(payments) == {o.order_id for o in orders} and max(payments.values()) == 1
     check_database(f"sqlite:{tmp_path / 't.db'}", orders, complete=True)
+
+
+def test_default_identity_is_stable_and_names_both_ids() -> None:
+    first, restarted = (_runner(Guarantee.EXACTLY_ONCE) for _ in range(2))
+    host = socket.gethostname()
+    assert first.identity == restarted.identity == stable_identity("g", "s", host)
+    assert first.consumer_settings["group.instance.id"] == first.identity
+    assert first.transactional_id == restarted.transactional_id == f"onceflow-{first.identity}"
+    named = _runner(Guarantee.EXACTLY_ONCE, instance="worker 2")
+    assert named.identity == "g.s.worker_2" and named.transactional_id == "onceflow-g.s.worker_2"
+    dynamic = _runner(Guarantee.AT_LEAST_ONCE, consumer_overrides={"group.instance.id": None})
+    assert "group.instance.id" not in dynamic.consumer_settings
+    assert dynamic.transactional_id is None
+    given = _runner(Guarantee.EXACTLY_ONCE, consumer_overrides={"group.instance.id": "w-7"})
+    assert given.consumer_settings["group.instance.id"] == "w-7" and given.instance == "w-7"
+
+
+def test_long_identity_is_cut_to_what_kafka_accepts_and_stays_unique() -> None:
+    a, b = (stable_identity("g" * 200, "s" * 100, name) for name in ("a", "b"))
+    assert len(a) == len(b) == 248 and a != b
+    assert a == stable_identity("g" * 200, "s" * 100, "a")

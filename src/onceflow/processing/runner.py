@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import signal
@@ -35,12 +36,20 @@ log = logging.getLogger(__name__)
 ProcessFn = Callable[[Record], Iterable[Output]]
 FaultHook = Callable[[str], None]
 
-_IDENTITY_PART = re.compile(r"[^A-Za-z0-9._-]")
+_NOT_IN_IDS = re.compile(r"[^A-Za-z0-9._-]")
+# Kafka refuses a group.instance.id of 249 characters or more.
+_MAX_IDENTITY = 248
 
 
-def _identity_part(text: str) -> str:
-    """``text`` with every character Kafka ids do not allow replaced by ``_``."""
-    return _IDENTITY_PART.sub("_", text)
+def stable_identity(group: str, source: str, instance: str) -> str:
+    """``GROUP.SOURCE.INSTANCE`` with the characters Kafka ids do not allow replaced by
+    ``_``; a long one is cut and ends in a hash of the whole, so it stays unique and
+    the same on every restart."""
+    identity = _NOT_IN_IDS.sub("_", f"{group}.{source}.{instance}")
+    if len(identity) <= _MAX_IDENTITY:
+        return identity
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return f"{identity[: _MAX_IDENTITY - len(digest) - 1]}-{digest}"
 
 
 class Runner:
@@ -124,7 +133,7 @@ class Runner:
         )
         #: Stable across restarts of this runner: it names its transactional producer
         #: and, unless overridden, its static group membership (``group.instance.id``).
-        self.identity = _identity_part(f"{group}.{source}.{self.instance}")
+        self.identity = stable_identity(group, source, self.instance)
         if "group.instance.id" not in consumer_overrides:
             # A restarted member takes its partitions back at once instead of waiting
             # for the dead one's session to expire; None opts out (dynamic membership).
