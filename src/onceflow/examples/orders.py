@@ -138,12 +138,11 @@ def apply_charges(db: Database, charges: list[tuple[Row, Record]]) -> None:
     for row, _record in charges:
         totals[row.value["customer"]] += row.value["amount"]
     p = db.placeholder
-    for customer, amount in totals.items():
-        db.execute(
-            f"INSERT INTO {BALANCES_TABLE} (customer, balance) VALUES ({p}, {p}) "
-            "ON CONFLICT (customer) DO UPDATE SET balance = balances.balance + excluded.balance",
-            (customer, amount),
-        )
+    db.execute_many(
+        f"INSERT INTO {BALANCES_TABLE} (customer, balance) VALUES ({p}, {p}) "
+        "ON CONFLICT (customer) DO UPDATE SET balance = balances.balance + excluded.balance",
+        list(totals.items()),
+    )
 
 
 def build_runner(

@@ -76,6 +76,14 @@ class PostgresDatabase:
             cur.execute(sql, _params(params))
             return int(cur.rowcount)
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        # psycopg pipelines executemany: one round trip, not one per row.
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.executemany(sql, rows)
+            return int(cur.rowcount)
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn, conn.cursor() as cur:
             cur.execute(sql, _params(params))

@@ -336,20 +336,25 @@ class ExactlyOnceSink(DatabaseSink):
         return bool(offsets)
 
     def _store_offsets(self, group: str, offsets: Mapping[TopicPartitionKey, int]) -> None:
-        fenced: list[TopicPartitionKey] = []
         p = self.db.placeholder
-        for (topic, partition), next_offset in offsets.items():
-            generation = self._generations.get((topic, partition))
-            updated = generation is not None and self.db.execute(
-                f"UPDATE {OFFSETS_TABLE} SET next_offset = {p} "
-                f"WHERE grp = {p} AND topic = {p} AND part = {p} AND generation = {p}",
-                (next_offset, group, topic, partition, generation),
-            )
-            if not updated:
-                fenced.append((topic, partition))
-        if fenced:
-            self.release(fenced)
-            raise PartitionsFencedError(fenced)
+        ours = {tp: self._generations.get(tp) for tp in offsets}
+        updated = self.db.execute_many(
+            f"UPDATE {OFFSETS_TABLE} SET next_offset = {p} "
+            f"WHERE grp = {p} AND topic = {p} AND part = {p} AND generation = {p}",
+            [
+                (offset, group, topic, partition, ours[(topic, partition)])
+                for (topic, partition), offset in offsets.items()
+                if ours[(topic, partition)] is not None
+            ],
+        )
+        if updated == len(offsets):
+            return
+        # Generations only grow: a partition whose generation is not ours now was not
+        # ours at the update either.
+        now = self._offset_rows(group, offsets)
+        fenced = [tp for tp, mine in ours.items() if mine is None or now.get(tp, (0, 0))[1] != mine]
+        self.release(fenced)
+        raise PartitionsFencedError(fenced or list(offsets))
 
     def _offset_rows(
         self, group: str, partitions: Iterable[TopicPartitionKey]
