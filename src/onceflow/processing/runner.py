@@ -312,7 +312,10 @@ class Runner:
         return failures
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned_at = time.monotonic()
+        # A cooperative rebalance may hand a member nothing in its first round and the
+        # partitions in a later one: only partitions arriving restart the idle clock.
+        if partitions or not self.cooperative:
+            self._assigned_at = time.monotonic()
         self.policy.on_assign(consumer, partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
