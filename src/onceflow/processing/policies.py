@@ -107,7 +107,8 @@ def after_failed_commit(error: KafkaError, *, ambiguous: bool, last_attempt: boo
     """Decide what follows a failed ``commit_transaction``.
 
     ``ambiguous``: an earlier attempt of this commit failed in a way that leaves its
-    outcome unknown (it timed out: the EndTxn request may still land). From then on the
+    outcome unknown (it timed out or lost its coordinator: the EndTxn request may still
+    land). From then on the
     transaction is never aborted: a delayed commit could otherwise apply to a later
     transaction (KAFKA-17754, found by Jepsen's Bufstream analysis). Retrying is safe;
     rebuilding the producer makes the coordinator finish the transaction either way, and
@@ -348,7 +349,9 @@ class KafkaTransactions(CommitPolicy):
                 if action is CommitAction.REBUILD:
                     self._rebuild(error, exc)
                     return False
-                ambiguous = ambiguous or error.code() == KafkaError._TIMED_OUT
+                # The failed attempt's EndTxn may still land (a timeout, a lost
+                # coordinator): from now on the outcome is unknown.
+                ambiguous = True
         raise AssertionError("unreachable: the last attempt never retries")
 
     def _abort(self) -> None:
