@@ -62,13 +62,12 @@ from onceflow.examples.orders import build_runner, make_orders, parse_order, pro
 from onceflow.guarantees import Guarantee
 from onceflow.kafka_admin import create_topics
 from onceflow.processing import (
-    AFTER_COMMIT,
-    RECORD_PROCESSED,
     Database,
     PostgresDatabase,
     Record,
     SqliteDatabase,
 )
+from onceflow.processing.crashpoints import AFTER_COMMIT, RECORD_PROCESSED
 from onceflow.testing import BrokerProcess
 from onceflow.testing.postgres import PostgresServer
 

@@ -33,8 +33,78 @@ def test_exactly_once_is_transactional_and_read_committed() -> None:
     assert consumer_config(Guarantee.EXACTLY_ONCE)["isolation.level"] == "read_committed"
 
 
-def test_at_most_once_never_retries() -> None:
-    assert producer_config(Guarantee.AT_MOST_ONCE)["retries"] == 0
+def test_at_most_once_never_retries_nor_waits_for_acks() -> None:
+    config = producer_config(Guarantee.AT_MOST_ONCE)
+    assert config["retries"] == 0 and config["acks"] == "0"
+
+
+EOS, ALO, AMO = Guarantee.EXACTLY_ONCE, Guarantee.AT_LEAST_ONCE, Guarantee.AT_MOST_ONCE
+
+
+def _config(guarantee: Guarantee, role: str, override: dict[str, object]) -> dict[str, object]:
+    if role == "producer":
+        return producer_config(guarantee, override, transactional_id="t")
+    return consumer_config(guarantee, override)
+
+
+# librdkafka aliases and spellings of a weakening override: each is still refused.
+@pytest.mark.parametrize(
+    ("guarantee", "role", "override", "needle"),
+    [
+        (EOS, "producer", {"request.required.acks": 0}, "acks"),
+        (EOS, "producer", {"topic.acks": "1"}, "acks"),
+        (EOS, "producer", {"default.topic.config": {"request.required.acks": 1}}, "acks"),
+        (ALO, "producer", {"message.send.max.retries": 0}, "retries"),
+        (AMO, "producer", {"retries": " 3"}, "retries"),
+        (EOS, "producer", {"enable.idempotence": "f"}, "enable.idempotence"),
+        (ALO, "consumer", {"auto.commit.enable": "true"}, "enable.auto.commit"),
+        (ALO, "consumer", {"topic.auto.commit.enable": True}, "enable.auto.commit"),
+        (ALO, "consumer", {"enable.auto.commit": "t"}, "enable.auto.commit"),
+        (ALO, "consumer", {"enable.auto.offset.store": "True"}, "enable.auto.offset.store"),
+        (EOS, "consumer", {"isolation.level": "READ_UNCOMMITTED"}, "isolation.level"),
+    ],
+)
+def test_weakening_alias_or_spelling_is_an_error(
+    guarantee: Guarantee, role: str, override: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(GuaranteeConfigError, match=re.escape(needle)):
+        _config(guarantee, role, override)
+
+
+# Other spellings of the very value a guarantee needs: accepted, under the canonical key.
+@pytest.mark.parametrize(
+    ("guarantee", "role", "override", "key"),
+    [
+        (EOS, "producer", {"acks": -1}, "acks"),
+        (EOS, "producer", {"acks": "-1"}, "acks"),
+        (EOS, "producer", {"acks": "ALL"}, "acks"),
+        (EOS, "producer", {"request.required.acks": "all"}, "acks"),
+        (ALO, "producer", {"retries": "2147483647"}, "retries"),
+        (ALO, "producer", {"message.send.max.retries": 2147483647}, "retries"),
+        (AMO, "producer", {"retries": "0"}, "retries"),
+        (EOS, "producer", {"enable.idempotence": "TRUE"}, "enable.idempotence"),
+        (ALO, "consumer", {"enable.auto.commit": "false"}, "enable.auto.commit"),
+        (ALO, "consumer", {"enable.auto.commit": "F"}, "enable.auto.commit"),
+        (ALO, "consumer", {"auto.commit.enable": False}, "enable.auto.commit"),
+        (ALO, "consumer", {"enable.auto.offset.store": "0"}, "enable.auto.offset.store"),
+        (EOS, "consumer", {"isolation.level": "READ_COMMITTED"}, "isolation.level"),
+    ],
+)
+def test_same_meaning_is_accepted(
+    guarantee: Guarantee, role: str, override: dict[str, object], key: str
+) -> None:
+    config = _config(guarantee, role, override)
+    assert config[key] == next(iter(override.values()))
+    assert all(k == key or k not in config for k in override), "alias not renamed"
+
+
+def test_one_setting_under_two_names_must_agree() -> None:
+    with pytest.raises(GuaranteeConfigError, match="given twice"):
+        producer_config(EOS, {"acks": "all", "request.required.acks": 1}, transactional_id="t")
+    config = producer_config(
+        EOS, {"acks": "all", "request.required.acks": -1}, transactional_id="t"
+    )
+    assert config["acks"] == -1 and "request.required.acks" not in config
 
 
 @pytest.mark.parametrize(
@@ -86,6 +156,15 @@ def test_cli_config_json(capsys: pytest.CaptureFixture[str]) -> None:
     by_key = {(r["client"], r["key"]): r for r in out["settings"]}
     assert by_key[("consumer", "isolation.level")]["value"] == "read_committed"
     assert by_key[("producer", "acks")]["reason"]
+
+
+def test_cli_config_shows_why_at_most_once_does_not_wait_for_acks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["config", "at-most-once", "--json"]) == 0
+    by_key = {(r["client"], r["key"]): r for r in json.loads(capsys.readouterr().out)["settings"]}
+    assert by_key[("producer", "acks")]["value"] == "0"
+    assert "logs and metrics" in by_key[("producer", "acks")]["reason"]
 
 
 def test_cli_config_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,8 @@ guarantee (``acks=0`` under exactly-once, auto-commit under at-least-once, ...).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -57,7 +58,12 @@ PER_RUNNER = "<per runner>"
 
 _PRODUCER: dict[Guarantee, tuple[Setting, ...]] = {
     Guarantee.AT_MOST_ONCE: (
-        Setting("acks", "1", "the leader's ack is enough; losing a record is allowed", False),
+        Setting(
+            "acks",
+            "0",
+            "logs and metrics: send without waiting for an ack; a lost record is allowed",
+            False,
+        ),
         Setting("enable.idempotence", False, "no retries, so no duplicates to remove", False),
         Setting("retries", 0, "a retry could write a record twice", True),
     ),
@@ -130,11 +136,77 @@ def consumer_settings(guarantee: Guarantee) -> tuple[Setting, ...]:
     return _CONSUMER[guarantee]
 
 
-def _same(a: Any, b: Any) -> bool:
-    """librdkafka takes strings and numbers interchangeably; so do we."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return str(a).lower() == str(b).lower()
-    return str(a) == str(b)
+# librdkafka's other names for the settings the guarantees check: its aliases, and the
+# legacy topic-level auto.commit.enable (refusing it like enable.auto.commit is the
+# safe reading). A "topic." prefix names the same topic-level property.
+_ALIASES = {
+    "request.required.acks": "acks",
+    "message.send.max.retries": "retries",
+    "auto.commit.enable": "enable.auto.commit",
+}
+_TOPIC_PREFIX = "topic."
+_LEADING_INT = re.compile(r"\s*[-+]?\d+")
+_BOOLS = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}
+_OFFSET_RESETS = {
+    "smallest": "earliest", "earliest": "earliest", "beginning": "earliest",
+    "largest": "latest", "latest": "latest", "end": "latest", "error": "error",
+}  # fmt: skip
+
+
+def canonical_key(key: str) -> str:
+    """The name onceflow uses for a librdkafka setting spelled ``key``."""
+    key = key.removeprefix(_TOPIC_PREFIX)
+    return _ALIASES.get(key, key)
+
+
+def _as_bool(value: Any) -> Any:
+    return _BOOLS.get(str(value).strip().lower(), value)
+
+
+def _as_int(value: Any) -> Any:
+    """librdkafka reads integers with strtol: leading digits count, the rest is ignored."""
+    if isinstance(value, bool):
+        return value
+    match = _LEADING_INT.match(str(value))
+    return int(match.group()) if match else value
+
+
+def _as_acks(value: Any) -> Any:
+    return -1 if str(value).strip().lower() == "all" else _as_int(value)
+
+
+def _as_word(value: Any) -> Any:
+    return str(value).strip().lower()
+
+
+_MEANING: dict[str, Callable[[Any], Any]] = {
+    "acks": _as_acks,
+    "retries": _as_int,
+    "enable.idempotence": _as_bool,
+    "enable.auto.commit": _as_bool,
+    "enable.auto.offset.store": _as_bool,
+    "isolation.level": _as_word,
+    "auto.offset.reset": lambda v: _OFFSET_RESETS.get(_as_word(v), v),
+    "transaction.timeout.ms": _as_int,
+}
+
+
+def meaning(key: str, value: Any) -> Any:
+    """What librdkafka makes of ``key=value``: ``acks=-1`` and ``acks="all"`` mean the
+    same, so do ``retries=5`` and ``retries="5"``, ``False`` and ``"false"``."""
+    return _MEANING.get(canonical_key(key), str)(value)
+
+
+def _flatten(overrides: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Overrides as (canonical key, value), with ``default.topic.config``'s entries
+    (confluent-kafka's nested topic settings) taken out of it."""
+    flat: list[tuple[str, Any]] = []
+    for key, value in overrides.items():
+        if key == "default.topic.config" and isinstance(value, Mapping):
+            flat += [(canonical_key(k), v) for k, v in value.items()]
+        else:
+            flat.append((canonical_key(key), value))
+    return flat
 
 
 def _merge(
@@ -144,10 +216,18 @@ def _merge(
     overrides: Mapping[str, Any],
 ) -> dict[str, Any]:
     config = {s.key: s.value for s in settings if s.value != PER_RUNNER}
-    for key, value in overrides.items():
-        setting = next((s for s in settings if s.key == key), None)
+    by_key = {s.key: s for s in settings}
+    given: dict[str, Any] = {}
+    for key, value in _flatten(overrides):
+        if key in given and meaning(key, given[key]) != meaning(key, value):
+            raise GuaranteeConfigError(
+                f"{role} setting {key} is given twice (under two of its names) with "
+                f"different values: {given[key]!r} and {value!r}"
+            )
+        given[key] = value
+        setting = by_key.get(key)
         required = setting is not None and setting.required and key in config
-        if required and not _same(config[key], value):
+        if required and meaning(key, config[key]) != meaning(key, value):
             assert setting is not None
             raise GuaranteeConfigError(
                 f"{role} setting {key}={value!r} conflicts with {guarantee.value}: it "
@@ -168,15 +248,17 @@ def producer_config(
     Raises ``GuaranteeConfigError`` if an override contradicts a required setting.
     """
     overrides = dict(overrides or {})
+    given_tid = dict(_flatten(overrides)).get("transactional.id")
     if guarantee is Guarantee.EXACTLY_ONCE:
-        tid = transactional_id or overrides.get("transactional.id")
+        tid = transactional_id or given_tid
         if not tid:
             raise GuaranteeConfigError(
                 "exactly-once needs a transactional.id: one stable id per runner"
             )
-        overrides.setdefault("transactional.id", tid)
+        if given_tid is None:
+            overrides["transactional.id"] = tid
         return _merge(guarantee, "producer", _PRODUCER[guarantee], overrides)
-    if overrides.get("transactional.id"):
+    if given_tid:
         raise GuaranteeConfigError(
             f"producer setting transactional.id is only meaningful with exactly-once, "
             f"not {guarantee.value}"

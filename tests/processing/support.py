@@ -189,3 +189,19 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
         time.sleep(0.1)  # the polling interval of a bounded wait
+
+
+def stored_offsets(db_url: str) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> next offset, as an exactly-once sink stored it (claimed
+    partitions without a committed position are left out)."""
+    if db_url.startswith("sqlite:") and not Path(db_url.removeprefix("sqlite:")).exists():
+        return {}
+    db = open_db(db_url)
+    try:
+        rows = db.query("SELECT topic, part, next_offset FROM onceflow_offsets")
+    except Exception:  # the worker has not created the table yet
+        db.rollback()
+        return {}
+    finally:
+        db.close()
+    return {(topic, part): offset for topic, part, offset in rows if offset >= 0}

@@ -10,12 +10,13 @@ and in the database.
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import NewTopic
 
-from onceflow.examples.orders import make_orders, payment_counts, produce_orders
+from onceflow.examples.orders import make_orders, payment_counts, produce_orders, read_topic
 from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
 
@@ -137,5 +138,39 @@ def test_sigterm_finishes_open_work(
     # Stopped cleanly: every processed record's position is committed.
     committed = committed_offsets(broker.bootstrap, names["group"], names["orders"], 2)
     assert committed == end_offsets(broker.bootstrap, names["orders"], 2)
+    payments = payment_counts(broker.bootstrap, names["payments"])
+    assert set(payments) == set(orders) and max(payments.values()) == 1
+
+
+def test_restart_with_default_identity_unblocks_read_committed_readers(
+    broker: BrokerProcess, names: dict[str, str], tmp_path: Path
+) -> None:
+    """Default settings (no instance name, no timeouts set): the restarted runner has
+    its predecessor's transactional id, so the predecessor's open transaction is
+    aborted at once instead of pinning the output's last stable offset for
+    transaction.timeout.ms (60 s)."""
+    db = f"sqlite:{tmp_path / 'restart.db'}"
+    run, orders = setup_run(broker, names, "exactly-once", db, extra=["--defaults"])
+    # Slow records: the open transaction's payments reach the broker before the kill.
+    crashed = subprocess.run(
+        [*run.command("record_processed:150"), "--work-ms", "20"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+    visible = len(payment_counts(broker.bootstrap, names["payments"]))
+    written = len(read_topic(broker.bootstrap, names["payments"], isolation="read_uncommitted"))
+    assert written > visible, "the killed runner left no open transaction on the broker"
+
+    restarted = run.start()
+    try:
+        wait_until(
+            lambda: len(payment_counts(broker.bootstrap, names["payments"])) > visible,
+            "a read_committed reader sees new payments",
+            timeout=5.0,
+            alive=[restarted],
+        )
+        finish(restarted)
+    finally:
+        kill(restarted)
     payments = payment_counts(broker.bootstrap, names["payments"])
     assert set(payments) == set(orders) and max(payments.values()) == 1

@@ -6,10 +6,10 @@ own transactional id; the group moves partitions between them while they process
 second worker to join it midway, and ``--max-poll-records`` keeps polls small so the
 rebalance lands while work is pending (an open transaction, uncommitted positions).
 
-The workers share a PostgreSQL database: SQLite takes one write lock for the whole
-database, so a second writer process waits for the first one's open transaction and,
-with a busy first writer, may wait for its whole run. Orders are keyed by customer, so
-two workers never update the same balance row at once.
+The workers share one database (PostgreSQL, or a SQLite file where a test says so):
+the sinks stage rows and write them in one short transaction per commit, so a worker
+holds no database lock between commits, and a paused one blocks nobody. Orders are keyed
+by customer, so two workers never update the same balance row at once.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ from .support import (
     end_offsets,
     finish,
     kill,
+    stored_offsets,
     wait_until,
 )
 
@@ -159,4 +161,115 @@ def test_zombie_cannot_commit_after_its_partitions_moved(
     assert set(payments) == ORDER_IDS, "a payment was lost"
     assert max(payments.values()) == 1, "the zombie's stale payments became visible"
     check_database(db, ORDERS, complete=True)
+    assert all_committed(broker, names)
+
+
+class OffsetWatch:
+    """Samples an exactly-once sink's stored offsets and fails if one ever moves back."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.latest: dict[tuple[str, int], int] = {}
+
+    def sample(self) -> dict[tuple[str, int], int]:
+        now = stored_offsets(self.db)
+        for tp, offset in now.items():
+            assert offset >= self.latest.get(tp, -1), (
+                f"stored offset of {tp} moved back from {self.latest[tp]} to {offset}"
+            )
+        self.latest.update(now)
+        return now
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_exactly_once_sink_fences_a_zombie(
+    broker: BrokerProcess,
+    names: dict[str, str],
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+    database: str,
+) -> None:
+    db = f"sqlite:{tmp_path / 'z.db'}" if database == "sqlite" else postgres_server.new_database()
+    run = setup_group(broker, names, "exactly-once", db, eos_sink=True)
+    ends = dict(enumerate(end_offsets(broker.bootstrap, names["orders"], PARTITIONS)))
+    watch = OffsetWatch(db)
+
+    def successor_stored_everything() -> bool:
+        stored = watch.sample()
+        return {p: stored.get((names["orders"], p)) for p in ends} == ends
+
+    # a stops itself before its third commit: rows staged, nothing written yet.
+    zombie = run.start(
+        "--instance", "a", "--pause-at", "before_offsets:3", "--work-ms", "2", "--idle", "3"
+    )  # fmt: skip
+    successor: subprocess.Popen[str] | None = None
+    try:
+        wait_until(lambda: stopped(zombie.pid), "a pauses", alive=[zombie])
+        # b claims every partition once a's session (6 s) expires, and finishes them.
+        successor = run.start("--instance", "b", "--idle", "4")
+        wait_until(successor_stored_everything, "b stores every offset", alive=[successor])
+        os.kill(zombie.pid, signal.SIGCONT)
+        wait_until(lambda: zombie.poll() is not None and bool(watch.sample()), "a exits")
+        zombie_stats, successor_stats = finish(zombie), finish(successor)
+    finally:
+        kill(zombie, successor)
+
+    assert zombie_stats["commits"] == 2, zombie_stats
+    assert zombie_stats["fenced"] == 1, f"the zombie's commit was not refused: {zombie_stats}"
+    assert "FENCED_IN_DATABASE" in zombie_stats["errors"]
+    assert successor_stats["processed"] > 0 and successor_stats["fenced"] == 0
+    assert successor_stored_everything(), "the stored offsets moved after the zombie woke"
+    # Plain INSERTs in the exactly-once sink: a record applied twice would have failed.
+    check_database(db, ORDERS, complete=True)
+
+
+@pytest.mark.parametrize(
+    ("guarantee", "eos_sink"),
+    [("exactly-once", False), ("exactly-once", True), ("at-least-once", False)],
+    ids=["kafka-txn", "db-txn", "idempotent-sink"],
+)
+def test_cooperative_rebalances_with_three_members_joining_and_leaving(
+    broker: BrokerProcess,
+    names: dict[str, str],
+    postgres_server: PostgresServer,
+    guarantee: str,
+    eos_sink: bool,
+) -> None:
+    """cooperative-sticky: each rebalance moves only some partitions, and the callbacks
+    add (incremental_assign) or remove them while the others keep their pending work.
+    a starts, b joins, c joins, a leaves (SIGTERM: it finishes and leaves the group)."""
+    db = postgres_server.new_database()
+    run = setup_group(broker, names, guarantee, db, eos_sink)
+    # Idle long enough for a member to receive a leaving member's partitions.
+    pacing = [*PACING, "--commit-interval-ms", "300", "--cooperative", "--idle", "5"]
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        for name, charged_before in (("a", 1), ("b", 120), ("c", 240)):
+            if workers:
+                wait_until(
+                    lambda n=charged_before: count_charges(db) >= n,  # type: ignore[misc]
+                    f"{charged_before} orders are charged",
+                    alive=workers,
+                )
+            workers.append(run.start("--instance", name, *pacing))
+        wait_until(lambda: count_charges(db) >= 360, "360 orders are charged", alive=workers)
+        workers[0].send_signal(signal.SIGTERM)
+        a, b, c = (finish(worker) for worker in workers)
+    finally:
+        kill(*workers)
+
+    assert a["revoked"], f"a never gave up a partition: {a}"
+    assert a["processed"] and b["processed"] and c["processed"], f"{a} / {b} / {c}"
+    assert a["processed"] < len(ORDERS), "a did all the work before the others joined"
+    # Plain INSERTs in the exactly-once sink: a record applied twice would have failed.
+    check_database(db, ORDERS, complete=True)
+    if eos_sink:
+        ends = end_offsets(broker.bootstrap, names["orders"], PARTITIONS)
+        stored = stored_offsets(db)
+        assert [stored.get((names["orders"], p)) for p in range(PARTITIONS)] == ends
+        return
+    payments = payment_counts(broker.bootstrap, names["payments"])
+    assert set(payments) == ORDER_IDS, "a payment was lost in a cooperative rebalance"
+    if guarantee == "exactly-once":
+        assert max(payments.values()) == 1, "a payment was duplicated in a rebalance"
     assert all_committed(broker, names)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,14 +27,14 @@ from onceflow.examples.orders import (
 from onceflow.guarantees import GuaranteeConfigError
 from onceflow.kafka_admin import create_topics
 from onceflow.processing import (
-    AFTER_COMMIT,
-    RECORD_PROCESSED,
     ExactlyOnceSink,
     ProcessingError,
     Runner,
     RunnerConfigError,
     SqliteDatabase,
 )
+from onceflow.processing.crashpoints import AFTER_COMMIT, BEFORE_COMMIT, RECORD_PROCESSED
+from onceflow.processing.runner import stable_identity
 from onceflow.testing import BrokerProcess
 
 from .support import check_database
@@ -182,3 +186,63 @@ def test_bad_configuration_is_refused(tmp_path: Path) -> None:
         _runner(Guarantee.AT_LEAST_ONCE, sink=ExactlyOnceSink(SqliteDatabase(tmp_path / "x.db")))
     with pytest.raises(RunnerConfigError, match="positive"):
         _runner(Guarantee.AT_MOST_ONCE, commit_every=0)
+
+
+def test_commit_that_times_out_is_retried_never_aborted(
+    names: dict[str, str], tmp_path: Path
+) -> None:
+    """The broker stops (SIGSTOP) just before the second commit, for longer than the
+    runner's timeout: commit_transaction times out and its outcome is unknown, so the
+    runner retries it (it must not abort) and the commit lands once the broker is back."""
+    broker = BrokerProcess(tmp_path / "paused-broker").start()
+    try:
+        create_topics(
+            broker.bootstrap, NewTopic(names["orders"], 1), NewTopic(names["payments"], 1)
+        )
+        orders = make_orders(120)
+        produce_orders(broker.bootstrap, orders, topic=names["orders"])
+        commits_reached: list[int] = []
+
+        def pause_broker(point: str) -> None:
+            if point == BEFORE_COMMIT:
+                commits_reached.append(1)
+                if len(commits_reached) == 2:
+                    os.kill(broker.pid, signal.SIGSTOP)
+                    # The outage: longer than one commit attempt, shorter than them all.
+                    threading.Timer(3.0, os.kill, (broker.pid, signal.SIGCONT)).start()
+
+        runner = make_pipeline(
+            broker, names, tmp_path / "t.db", Guarantee.EXACTLY_ONCE,
+            commit_every=40, fault_hook=pause_broker, timeout=1.5,
+        )  # fmt: skip
+        # Idle counts from the last record: it must outlast the stalled commit.
+        stats = runner.run(idle_timeout=6, max_seconds=60)
+        payments = payment_counts(broker.bootstrap, names["payments"])
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+        broker.stop()
+    assert "_TIMED_OUT" in stats.errors, f"the commit never timed out: {stats}"
+    assert stats.aborts == 0 and stats.producer_rebuilds == 0, stats
+    assert set(payments) == {o.order_id for o in orders} and max(payments.values()) == 1
+    check_database(f"sqlite:{tmp_path / 't.db'}", orders, complete=True)
+
+
+def test_default_identity_is_stable_and_names_both_ids() -> None:
+    first, restarted = (_runner(Guarantee.EXACTLY_ONCE) for _ in range(2))
+    host = socket.gethostname()
+    assert first.identity == restarted.identity == stable_identity("g", "s", host)
+    assert first.consumer_settings["group.instance.id"] == first.identity
+    assert first.transactional_id == restarted.transactional_id == f"onceflow-{first.identity}"
+    named = _runner(Guarantee.EXACTLY_ONCE, instance="worker 2")
+    assert named.identity == "g.s.worker_2" and named.transactional_id == "onceflow-g.s.worker_2"
+    dynamic = _runner(Guarantee.AT_LEAST_ONCE, consumer_overrides={"group.instance.id": None})
+    assert "group.instance.id" not in dynamic.consumer_settings
+    assert dynamic.transactional_id is None
+    given = _runner(Guarantee.EXACTLY_ONCE, consumer_overrides={"group.instance.id": "w-7"})
+    assert given.consumer_settings["group.instance.id"] == "w-7" and given.instance == "w-7"
+
+
+def test_long_identity_is_cut_to_what_kafka_accepts_and_stays_unique() -> None:
+    a, b = (stable_identity("g" * 200, "s" * 100, name) for name in ("a", "b"))
+    assert len(a) == len(b) == 248 and a != b
+    assert a == stable_identity("g" * 200, "s" * 100, "a")

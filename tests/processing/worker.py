@@ -67,7 +67,19 @@ def main() -> int:
     parser.add_argument("--eos-sink", action="store_true")
     parser.add_argument("--crash-at")
     parser.add_argument("--pause-at")
-    parser.add_argument("--instance", help="group.instance.id (default: GROUP-worker)")
+    parser.add_argument(
+        "--instance", help="the worker's name, its group.instance.id (default: GROUP-worker)"
+    )
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="the runner's own identity, session and transaction timeout (no overrides)",
+    )
+    parser.add_argument(
+        "--cooperative",
+        action="store_true",
+        help="cooperative-sticky rebalancing, dynamic membership (a stopped worker leaves)",
+    )
     parser.add_argument("--work-ms", type=float, default=0.0)
     parser.add_argument("--commit-every", type=int, default=40)
     parser.add_argument("--commit-interval-ms", type=int, default=200)
@@ -81,9 +93,24 @@ def main() -> int:
     guarantee = Guarantee.parse(args.guarantee)
     producer_overrides = (
         {"transaction.timeout.ms": args.transaction_timeout_ms}
-        if guarantee is Guarantee.EXACTLY_ONCE
+        if guarantee is Guarantee.EXACTLY_ONCE and not args.defaults
         else {}
     )
+    consumer_overrides = (
+        {}
+        if args.defaults
+        else {
+            # Static membership: the restarted worker takes over its partitions at once
+            # instead of waiting for the killed member's session to expire.
+            "group.instance.id": args.instance or f"{args.group}-worker",
+            "session.timeout.ms": 6000,
+            # Members learn of a rebalance on their next heartbeat: keep rebalances quick.
+            "heartbeat.interval.ms": 500,
+        }
+    )
+    if args.cooperative:
+        consumer_overrides["partition.assignment.strategy"] = "cooperative-sticky"
+        consumer_overrides["group.instance.id"] = None
     runner = build_runner(
         args.bootstrap,
         guarantee,
@@ -96,14 +123,8 @@ def main() -> int:
         commit_every=args.commit_every,
         commit_interval_ms=args.commit_interval_ms,
         max_poll_records=args.max_poll_records,
-        consumer_overrides={
-            # Static membership: the restarted worker takes over its partitions at once
-            # instead of waiting for the killed member's session to expire.
-            "group.instance.id": args.instance or f"{args.group}-worker",
-            "session.timeout.ms": 6000,
-            # Members learn of a rebalance on their next heartbeat: keep rebalances quick.
-            "heartbeat.interval.ms": 500,
-        },
+        consumer_overrides=consumer_overrides,
+        instance=args.instance,
         producer_overrides=producer_overrides,
         fault_hook=fault_hook(args.crash_at, args.pause_at, args.work_ms),
     )

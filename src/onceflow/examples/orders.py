@@ -132,12 +132,17 @@ def create_balances(db: Database) -> None:
     db.commit()
 
 
-def apply_charge(db: Database, row: Row, record: Record) -> None:
-    """Add a newly recorded charge to its customer's balance (same DB transaction)."""
-    db.execute(
-        f"INSERT INTO {BALANCES_TABLE} (customer, balance) VALUES (?, ?) "
+def apply_charges(db: Database, charges: list[tuple[Row, Record]]) -> None:
+    """Add a commit's newly recorded charges to their customers' balances (same DB
+    transaction): one upsert per customer, however many charges the commit holds."""
+    totals: Counter[str] = Counter()
+    for row, _record in charges:
+        totals[row.value["customer"]] += row.value["amount"]
+    p = db.placeholder
+    db.execute_many(
+        f"INSERT INTO {BALANCES_TABLE} (customer, balance) VALUES ({p}, {p}) "
         "ON CONFLICT (customer) DO UPDATE SET balance = balances.balance + excluded.balance",
-        (row.value["customer"], row.value["amount"]),
+        list(totals.items()),
     )
 
 
@@ -164,7 +169,7 @@ def build_runner(
     if db is not None:
         create_balances(db)
         sink_class = ExactlyOnceSink if exactly_once_sink else IdempotentSink
-        sink = sink_class(db, table=LEDGER_TABLE, apply=apply_charge)
+        sink = sink_class(db, table=LEDGER_TABLE, apply_many=apply_charges)
     elif exactly_once_sink:
         raise ValueError("an exactly-once sink needs a database")
     if exactly_once_sink:

@@ -1,15 +1,13 @@
 """Processing runtime: at-most-once, at-least-once and exactly-once runners and sinks."""
 
-from onceflow.processing.errors import ProcessingError, ProducerFencedError, RunnerConfigError
-from onceflow.processing.records import Message, Output, Record, Row
-from onceflow.processing.runner import (
-    AFTER_COMMIT,
-    BEFORE_COMMIT,
-    BEFORE_OFFSETS,
-    RECORD_PROCESSED,
-    Runner,
-    RunStats,
+from onceflow.processing.errors import (
+    PartitionsFencedError,
+    ProcessingError,
+    ProducerFencedError,
+    RunnerConfigError,
 )
+from onceflow.processing.records import Message, Output, Record, Row
+from onceflow.processing.runner import Runner
 from onceflow.processing.sinks import (
     Database,
     DatabaseSink,
@@ -18,18 +16,16 @@ from onceflow.processing.sinks import (
     PostgresDatabase,
     SqliteDatabase,
 )
+from onceflow.processing.stats import RunStats
 
 __all__ = [
-    "AFTER_COMMIT",
-    "BEFORE_COMMIT",
-    "BEFORE_OFFSETS",
-    "RECORD_PROCESSED",
     "Database",
     "DatabaseSink",
     "ExactlyOnceSink",
     "IdempotentSink",
     "Message",
     "Output",
+    "PartitionsFencedError",
     "PostgresDatabase",
     "ProcessingError",
     "ProducerFencedError",

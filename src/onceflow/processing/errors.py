@@ -15,3 +15,13 @@ class ProcessingError(RuntimeError):
 
 class ProducerFencedError(RuntimeError):
     """The transactional producer stayed fenced or fatal after rebuilding it."""
+
+
+class PartitionsFencedError(RuntimeError):
+    """An exactly-once sink refused a commit: another runner claimed these partitions
+    after this one did (this runner is a zombie). Nothing was written."""
+
+    def __init__(self, partitions: list[tuple[str, int]]) -> None:
+        self.partitions = partitions
+        names = ", ".join(f"{t}[{p}]" for t, p in partitions)
+        super().__init__(f"another runner owns {names} now; the commit was rolled back")

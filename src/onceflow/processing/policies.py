@@ -2,34 +2,37 @@
 
 The runner's loop calls ``on_batch`` with polled records, ``maybe_commit`` after
 each poll, ``on_assign``/``on_revoke``/``on_lost`` from the rebalance callbacks and
-``abandon`` when the loop dies with an error.
+``abandon`` when the loop dies with an error. A policy sees the runner only through
+``Loop``, the few things it needs; it never imports the runner.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
+from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from onceflow.guarantees import Guarantee
-from onceflow.processing.errors import ProducerFencedError
-from onceflow.processing.records import Record
-from onceflow.processing.runner import (
+from onceflow.processing.crashpoints import (
     AFTER_COMMIT,
     BEFORE_COMMIT,
     BEFORE_OFFSETS,
     RECORD_PROCESSED,
-    Runner,
 )
-from onceflow.processing.sinks.sink import TopicPartitionKey
+from onceflow.processing.errors import PartitionsFencedError, ProducerFencedError
+from onceflow.processing.records import Record
+from onceflow.processing.sinks.sink import DatabaseSink, TopicPartitionKey
+from onceflow.processing.stats import RunStats
 
 log = logging.getLogger(__name__)
 
 # Rebuilding a fenced producer this many times in a row without a successful commit
 # means something else keeps fencing us: stop instead of spinning.
 MAX_REBUILDS = 3
-MAX_COMMIT_RETRIES = 5
+MAX_COMMIT_ATTEMPTS = 5
 
 # Group errors that mean "this member's assignment is stale": the group moved on (a
 # rebalance, another owner, or a broker restart that forgot the in-memory group). The
@@ -46,6 +49,80 @@ STALE_ASSIGNMENT = frozenset(
 )
 
 
+class Loop(Protocol):
+    """What a commit policy needs from the runner: its settings, clients and sink, and
+    the steps it may take (process a record, rewind, rebuild the producer, rejoin)."""
+
+    guarantee: Guarantee
+    group: str
+    commit_every: int
+    commit_interval: float
+    timeout: float
+    transactional_id: str | None
+    #: The group uses cooperative rebalancing: callbacks add and remove partitions
+    #: incrementally instead of replacing the whole assignment.
+    cooperative: bool
+    stats: RunStats
+    sink: DatabaseSink | None
+    consumer: Consumer | None
+    producer: Producer | None
+
+    @property
+    def db_is_commit_point(self) -> bool: ...
+
+    def handle(self, record: Record) -> None:
+        """Process one record and hand its outputs to Kafka or the sink."""
+        ...
+
+    def fault(self, point: str) -> None:
+        """Let the fault hook act at a crash point."""
+        ...
+
+    def rewind(self, positions: dict[TopicPartitionKey, int] | None = None) -> None:
+        """Seek the assigned partitions back to ``positions`` or the committed offsets."""
+        ...
+
+    def rebuild_producer(self) -> None:
+        """Close the producer and build a new one."""
+        ...
+
+    def request_rejoin(self) -> None:
+        """Leave the group and join again once the current call returns."""
+        ...
+
+    def take_delivery_failures(self) -> list[KafkaError]:
+        """Delivery errors reported since the last call."""
+        ...
+
+
+class CommitAction(enum.Enum):
+    """What to do after ``commit_transaction`` raised."""
+
+    RETRY = "retry the commit"
+    ABORT = "abort the transaction and redo its records"
+    REBUILD = "rebuild the producer: the commit's outcome is unknown"
+
+
+def after_failed_commit(error: KafkaError, *, ambiguous: bool, last_attempt: bool) -> CommitAction:
+    """Decide what follows a failed ``commit_transaction``.
+
+    ``ambiguous``: an earlier attempt of this commit failed in a way that leaves its
+    outcome unknown (it timed out or lost its coordinator: the EndTxn request may still
+    land). From then on the
+    transaction is never aborted: a delayed commit could otherwise apply to a later
+    transaction (KAFKA-17754, found by Jepsen's Bufstream analysis). Retrying is safe;
+    rebuilding the producer makes the coordinator finish the transaction either way, and
+    the runner then resumes from the committed positions.
+    """
+    if error.fatal():
+        return CommitAction.REBUILD
+    if error.retriable() and not last_attempt:
+        return CommitAction.RETRY
+    if error.txn_requires_abort() and not ambiguous:
+        return CommitAction.ABORT
+    return CommitAction.REBUILD
+
+
 def _offsets(positions: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in positions.items()]
 
@@ -53,7 +130,7 @@ def _offsets(positions: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
 class CommitPolicy:
     """Tracks processed positions and commits them; subclasses pick when and how."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Loop) -> None:
         self.runner = runner
         self.pending: dict[TopicPartitionKey, int] = {}
         self.pending_since: float | None = None
@@ -189,7 +266,7 @@ class KafkaTransactions(CommitPolicy):
     transaction then aborts, the redone records find their rows already written.
     """
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Loop) -> None:
         super().__init__(runner)
         self.in_txn = False
         self.rebuilds_in_a_row = 0
@@ -243,18 +320,39 @@ class KafkaTransactions(CommitPolicy):
             _offsets(self.pending), consumer.consumer_group_metadata(), runner.timeout
         )
         runner.fault(BEFORE_COMMIT)
-        for attempt in range(MAX_COMMIT_RETRIES):
-            try:
-                producer.commit_transaction(runner.timeout)
-                break
-            except KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == MAX_COMMIT_RETRIES - 1:
-                    raise
+        if not self._finish_commit(producer):
+            return
         self.in_txn = False
         self.rebuilds_in_a_row = 0
         runner.stats.commits += 1
         self._clear()
         runner.fault(AFTER_COMMIT)
+
+    def _finish_commit(self, producer: Producer) -> bool:
+        """``commit_transaction``, retried while that is safe; False when the producer
+        had to be rebuilt because the commit's outcome is unknown. An error that calls
+        for an abort (and may, see ``after_failed_commit``) is raised."""
+        ambiguous = False
+        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            try:
+                producer.commit_transaction(self.runner.timeout)
+                return True
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                action = after_failed_commit(
+                    error, ambiguous=ambiguous, last_attempt=attempt == MAX_COMMIT_ATTEMPTS
+                )
+                log.warning("commit_transaction failed (%s): %s", error, action.value)
+                if action is CommitAction.ABORT:
+                    raise
+                self.runner.stats.errors.append(error.name())
+                if action is CommitAction.REBUILD:
+                    self._rebuild(error, exc)
+                    return False
+                # The failed attempt's EndTxn may still land (a timeout, a lost
+                # coordinator): from now on the outcome is unknown.
+                ambiguous = True
+        raise AssertionError("unreachable: the last attempt never retries")
 
     def _abort(self) -> None:
         producer = self.runner.producer
@@ -291,9 +389,13 @@ class KafkaTransactions(CommitPolicy):
             except KafkaException as abort_exc:
                 # The abort itself can find the producer fenced: rebuild below.
                 exc, error = abort_exc, abort_exc.args[0]
-        # Fenced or fatal: this producer is dead. Build a new one, join the group again as
-        # a new member and start over from the committed positions; repeated fencing is
-        # surfaced, never swallowed.
+        self._rebuild(error, exc)
+
+    def _rebuild(self, error: KafkaError, exc: KafkaException) -> None:
+        """Fenced, fatal or of unknown outcome: this producer is done. Build a new one
+        (its init_transactions makes the coordinator finish the old transaction), join
+        the group again as a new member and start over from the committed positions;
+        repeated failures are surfaced, never swallowed."""
         log.error("transactional producer failed (%s); rebuilding it and rejoining", error)
         self.rebuilds_in_a_row += 1
         if self.rebuilds_in_a_row > MAX_REBUILDS:
@@ -332,7 +434,12 @@ class KafkaTransactions(CommitPolicy):
 
 
 class DatabaseTransactions(CommitPolicy):
-    """Rows and positions in one database transaction; the database owns the positions."""
+    """Rows and positions in one database transaction; the database owns the positions.
+
+    The sink claims each assigned partition (bumping its owner generation) and refuses a
+    commit for a partition claimed since by another runner: this runner then drops its
+    work and joins the group again, and the owner's stored offsets never move back.
+    """
 
     def on_batch(self, records: list[Record]) -> None:
         self._process(records)
@@ -342,10 +449,17 @@ class DatabaseTransactions(CommitPolicy):
             return
         runner = self.runner
         assert runner.sink is not None and runner.consumer is not None
+        runner.fault(BEFORE_OFFSETS)  # rows staged, nothing in the database yet
         try:
             runner.sink.commit(runner.group, self.pending)
+        except PartitionsFencedError as exc:
+            log.warning("zombie fenced by the database: %s", exc)
+            runner.stats.fenced += 1
+            runner.stats.errors.append("FENCED_IN_DATABASE")
+            self._clear()
+            runner.request_rejoin()
+            return
         except Exception:
-            runner.sink.rollback()
             stored = runner.sink.stored_offsets(runner.group, self.pending)
             self._clear()
             runner.rewind(stored)
@@ -363,17 +477,32 @@ class DatabaseTransactions(CommitPolicy):
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         sink = self.runner.sink
         assert sink is not None
-        stored = sink.stored_offsets(
-            self.runner.group, [(p.topic, p.partition) for p in partitions]
-        )
+        stored = sink.claim(self.runner.group, [(p.topic, p.partition) for p in partitions])
         for p in partitions:
             offset = stored.get((p.topic, p.partition))
             if offset is not None:
                 p.offset = offset
-        consumer.assign(partitions)
+        # Under cooperative rebalancing these partitions join the ones kept; eagerly,
+        # they are the whole new assignment.
+        if self.runner.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        super().on_revoke(consumer, partitions)
+        self._release(partitions)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        super().on_lost(consumer, partitions)
+        self._release(partitions)
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        assert self.runner.sink is not None
+        self.runner.sink.release((p.topic, p.partition) for p in partitions)
 
 
-def policy_for(runner: Runner) -> CommitPolicy:
+def policy_for(runner: Loop) -> CommitPolicy:
     """The commit policy that implements the runner's guarantee."""
     if runner.guarantee is Guarantee.AT_MOST_ONCE:
         return AtMostOnce(runner)

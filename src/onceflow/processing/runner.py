@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
+import re
 import signal
 import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -27,39 +27,30 @@ from confluent_kafka import (
 from onceflow.client_logging import client_config
 from onceflow.guarantees import Guarantee, consumer_config, producer_config
 from onceflow.processing.errors import ProcessingError, RunnerConfigError
+from onceflow.processing.policies import policy_for
 from onceflow.processing.records import Message, Output, Record, Row
 from onceflow.processing.sinks.sink import DatabaseSink, TopicPartitionKey
+from onceflow.processing.stats import RunStats
 
 log = logging.getLogger(__name__)
 
 ProcessFn = Callable[[Record], Iterable[Output]]
 FaultHook = Callable[[str], None]
 
-# Points where ``fault_hook`` is called, so tests can kill the process exactly there.
-RECORD_PROCESSED = "record_processed"
-#: Kafka transactions only: outputs produced and the sink committed; the positions are
-#: not yet in the transaction (a process paused here is a zombie with an open transaction).
-BEFORE_OFFSETS = "before_offsets"
-BEFORE_COMMIT = "before_commit"
-AFTER_COMMIT = "after_commit"
+_NOT_IN_IDS = re.compile(r"[^A-Za-z0-9._-]")
+# Kafka refuses a group.instance.id of 249 characters or more.
+_MAX_IDENTITY = 248
 
 
-@dataclass
-class RunStats:
-    """What one ``Runner.run`` did."""
-
-    processed: int = 0
-    dead_lettered: int = 0
-    commits: int = 0
-    aborts: int = 0
-    producer_rebuilds: int = 0
-    #: Times the consumer was closed and a new one joined the group after a fatal error.
-    rejoins: int = 0
-    #: Partitions handed back in a rebalance (revoked or lost).
-    revoked: int = 0
-    lost: int = 0
-    #: Names of the Kafka errors that made the runner abort or rebuild, in order.
-    errors: list[str] = field(default_factory=list)
+def stable_identity(group: str, source: str, instance: str) -> str:
+    """``GROUP.SOURCE.INSTANCE`` with the characters Kafka ids do not allow replaced by
+    ``_``; a long one is cut and ends in a hash of the whole, so it stays unique and
+    the same on every restart."""
+    identity = _NOT_IN_IDS.sub("_", f"{group}.{source}.{instance}")
+    if len(identity) <= _MAX_IDENTITY:
+        return identity
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return f"{identity[: _MAX_IDENTITY - len(digest) - 1]}-{digest}"
 
 
 class Runner:
@@ -80,6 +71,14 @@ class Runner:
     seeks back to the committed positions; a fenced or fatal one closes the producer,
     builds a new one and joins the group again as a new member (``RunStats`` counts it).
 
+    Identity: ``instance`` names this runner among the runners of its group (default:
+    the host name; two runners of one group on one host need different names). The
+    identity ``GROUP.SOURCE.INSTANCE`` is stable across restarts: it is the runner's
+    ``group.instance.id`` (static membership; ``consumer_overrides={"group.instance.id":
+    None}`` opts out) and, under exactly-once, its ``transactional.id``
+    (``onceflow-IDENTITY``), so a restarted runner fences its crashed predecessor and
+    aborts its open transaction at once.
+
     A record whose ``process`` call raises goes, with its error, to the dead-letter
     topic (or dead-letter table of an exactly-once sink) unless ``dead_letters`` is
     False, in which case the runner stops with ``ProcessingError``.
@@ -99,6 +98,7 @@ class Runner:
         commit_every: int = 100,
         commit_interval_ms: int = 100,
         max_poll_records: int | None = None,
+        instance: str | None = None,
         transactional_id: str | None = None,
         consumer_overrides: dict[str, Any] | None = None,
         producer_overrides: dict[str, Any] | None = None,
@@ -129,25 +129,37 @@ class Runner:
         self.timeout = timeout
         self.stats = RunStats()
         consumer_overrides = dict(consumer_overrides or {})
+        self.instance = instance or str(
+            consumer_overrides.get("group.instance.id") or socket.gethostname()
+        )
+        #: Stable across restarts of this runner: it names its transactional producer
+        #: and, unless overridden, its static group membership (``group.instance.id``).
+        self.identity = stable_identity(group, source, self.instance)
+        if "group.instance.id" not in consumer_overrides:
+            # A restarted member takes its partitions back at once instead of waiting
+            # for the dead one's session to expire; None opts out (dynamic membership).
+            consumer_overrides["group.instance.id"] = self.identity
+        if consumer_overrides["group.instance.id"] is None:
+            del consumer_overrides["group.instance.id"]
         # Validated now so a weakening override fails before anything connects.
         self.consumer_settings = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
             **consumer_config(guarantee, consumer_overrides),
         }
+        strategy = str(self.consumer_settings.get("partition.assignment.strategy", ""))
+        # librdkafka refuses to mix cooperative and eager strategies, so one name tells.
+        self.cooperative = "cooperative-sticky" in strategy
         self.transactional_id: str | None = None
         if self.db_is_commit_point:
             self.producer_settings: dict[str, Any] | None = None
         else:
             if guarantee is Guarantee.EXACTLY_ONCE:
-                # KIP-447 fences zombies by group generation, so the id only has to be
-                # unique per live runner. A static member's id is stable, so its restart
-                # also aborts its predecessor's open transaction at once; without one, two
-                # runners on one host must not share an id (they would fence each other).
-                instance = consumer_overrides.get("group.instance.id") or (
-                    f"{socket.gethostname()}-{os.getpid()}"
-                )
-                self.transactional_id = transactional_id or f"onceflow-{group}-{source}-{instance}"
+                # The same id after a restart: init_transactions then aborts the crashed
+                # predecessor's open transaction at once, so read_committed consumers do
+                # not stall until transaction.timeout.ms. KIP-447 fences zombies by group
+                # generation, so the id only has to be unique per live runner.
+                self.transactional_id = transactional_id or f"onceflow-{self.identity}"
             self.producer_settings = {
                 "bootstrap.servers": bootstrap,
                 **producer_config(
@@ -160,9 +172,6 @@ class Runner:
         self._rejoin_requested = False
         self._assigned_at: float | None = None
         self._failed_deliveries: list[KafkaError] = []
-
-        from onceflow.processing.policies import policy_for
-
         self.policy = policy_for(self)
 
     @property
@@ -306,7 +315,10 @@ class Runner:
         return failures
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned_at = time.monotonic()
+        # A cooperative rebalance may hand a member nothing in its first round and the
+        # partitions in a later one: only partitions arriving restart the idle clock.
+        if partitions or not self.cooperative:
+            self._assigned_at = time.monotonic()
         self.policy.on_assign(consumer, partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

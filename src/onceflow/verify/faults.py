@@ -22,7 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onceflow.guarantees import Guarantee
-from onceflow.processing import AFTER_COMMIT, BEFORE_COMMIT, BEFORE_OFFSETS, RECORD_PROCESSED
+from onceflow.processing.crashpoints import (
+    AFTER_COMMIT,
+    BEFORE_COMMIT,
+    BEFORE_OFFSETS,
+    RECORD_PROCESSED,
+)
 from onceflow.testing import BrokerProcess
 from onceflow.verify.proxy import PRODUCE, KafkaProxy
 

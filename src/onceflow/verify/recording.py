@@ -95,7 +95,9 @@ class RecordingProducer:
         downstream = options.pop("on_delivery", None) or self._downstream
 
         def delivered(error: KafkaError | None, message: Any) -> None:
-            if error is None:
+            if error is None and message.offset() is None:
+                pass  # acks=0 (at most once): sent, never acknowledged, no position
+            elif error is None:
                 self._recorder.record(
                     "ack", id=write_id, topic=message.topic(), partition=message.partition(),
                     offset=message.offset(),
@@ -211,29 +213,25 @@ class RecordingSink:
     def __init__(self, sink: DatabaseSink, recorder: Recorder) -> None:
         self._sink = sink
         self._recorder = recorder
-        self._inserted: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sink, name)
 
-    def write(self, record: Record, index: int, row: Row) -> bool:
-        inserted = self._sink.write(record, index, row)
-        key = row.key if row.key is not None else f"{record.source_key}/{index}"
-        self._recorder.record("sink_write", key=key, inserted=inserted)
-        if inserted:
-            self._inserted.append(key)
-        return inserted
+    def write(self, record: Record, index: int, row: Row) -> None:
+        # The sink stages rows; which were new is known once they are committed.
+        self._sink.write(record, index, row)
 
-    def commit(self, group: str, offsets: dict[TopicPartitionKey, int]) -> None:
-        self._sink.commit(group, offsets)
+    def commit(self, group: str, offsets: dict[TopicPartitionKey, int]) -> list[str]:
+        inserted = self._sink.commit(group, offsets)
+        for key in inserted:
+            self._recorder.record("sink_write", key=key, inserted=True)
         stored = [[t, p, o] for (t, p), o in offsets.items()] if self._sink.exactly_once else []
-        self._recorder.record("sink_commit", keys=self._inserted, group=group, offsets=stored)
-        self._inserted = []
+        self._recorder.record("sink_commit", keys=inserted, group=group, offsets=stored)
+        return inserted
 
     def rollback(self) -> None:
         self._sink.rollback()
         self._recorder.record("sink_rollback")
-        self._inserted = []
 
 
 class RecordingRunner(Runner):
