@@ -169,8 +169,9 @@ class OffsetStore:
         self._base_size = self._journal.size
         log.info("rewrote %s: %d groups, %d bytes", self.path, len(self.groups), self._base_size)
 
-    def close(self) -> None:
-        self._journal.fsync()
+    def close(self, durably: bool = True) -> None:
+        if durably:
+            self._journal.fsync()
         self._journal.close()
 
 

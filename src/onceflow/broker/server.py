@@ -23,6 +23,7 @@ from typing import Any
 from onceflow.broker.apis import API_TABLE
 from onceflow.broker.config import BrokerConfig, FlushPolicy
 from onceflow.broker.groups import GroupCoordinator
+from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.log.flusher import Flushable, GroupFlusher
 from onceflow.broker.log.journal import Journal
 from onceflow.broker.log.partition import LogConfig
@@ -154,14 +155,16 @@ class Broker:
         self._close_storage()
 
     def _close_storage(self) -> None:
+        # After a storage failure nothing more is written: not even a clean shutdown.
+        durably = self.flusher.failure is None
         if hasattr(self, "groups"):
-            self.groups.close()
+            self.groups.close(durably)
             del self.groups
         if hasattr(self, "transactions"):
-            self.transactions.close()
+            self.transactions.close(durably)
             del self.transactions
         if hasattr(self, "topics"):
-            self.topics.close()
+            self.topics.close(durably)
             del self.topics
         self._release_lock()
 
@@ -187,6 +190,11 @@ class Broker:
     async def wait_for_data(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._data_event.wait(), timeout)
+
+    @property
+    def storage_error(self) -> StorageOffline | None:
+        """Why the data dir is offline (every storage request is refused), or None."""
+        return self.flusher.failure
 
     def make_durable(self, target: Flushable) -> Awaitable[None] | None:
         """Apply the flush policy to what was just appended to ``target`` (a partition or
@@ -273,16 +281,25 @@ class Broker:
                 return asyncio.ensure_future(self._finish(api.name, head, outcome))
             return encode_response(head.api_key, head.api_version, head.correlation_id, outcome)
         except Exception as exc:
-            log.exception("handler %s failed", api.name)
-            raise ProtocolError(f"internal error in {api.name}") from exc
+            raise self._handler_failed(api.name, exc) from exc
 
     async def _finish(self, name: str, head: Any, pending: Awaitable[Any]) -> bytes:
         try:
             response = await pending
             return encode_response(head.api_key, head.api_version, head.correlation_id, response)
         except Exception as exc:
-            log.exception("handler %s failed", name)
-            raise ProtocolError(f"internal error in {name}") from exc
+            raise self._handler_failed(name, exc) from exc
+
+    def _handler_failed(self, name: str, exc: Exception) -> ProtocolError:
+        """The error that closes the connection of a request its handler could not
+        answer. A storage error (a write or sync that failed) takes the data dir offline
+        and is logged once by the flusher; anything else is a bug, logged with its
+        traceback."""
+        if isinstance(exc, OSError):
+            self.flusher.fail(exc)
+            return ProtocolError(f"{name} not answered: {self.flusher.failure}")
+        log.exception("handler %s failed", name)
+        return ProtocolError(f"internal error in {name}")
 
     @staticmethod
     async def _send_responses(responses: asyncio.Queue[Any], writer: asyncio.StreamWriter) -> None:

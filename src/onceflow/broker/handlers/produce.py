@@ -28,9 +28,12 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     # (topic, partition index, error, base offset, log start, message, append time).
     outcomes: list[list[Any]] = []
     waits: dict[int, Awaitable[None]] = {}
+    offline = broker.storage_error
     for topic_data in request.topic_data:
         refused_topic: TopicError | None = None
-        if broker.topics.get(topic_data.name) is None and broker.config.auto_create_topics:
+        if offline is not None:
+            refused_topic = TopicError(ErrorCode.kafka_storage_error, str(offline))
+        elif broker.topics.get(topic_data.name) is None and broker.config.auto_create_topics:
             try:
                 broker.topics.create(topic_data.name, broker.config.default_partitions)
             except TopicError as exc:
@@ -58,6 +61,12 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 appended = partition.append(records)
             except InvalidBatch as exc:
                 outcome[2], outcome[5] = ErrorCode(exc.code), str(exc)
+                continue
+            except OSError as exc:
+                # A failed write (disk full): fail-stop, like a failed fsync.
+                broker.flusher.fail(exc)
+                outcome[2], outcome[5] = ErrorCode.kafka_storage_error, str(broker.storage_error)
+                offline = broker.storage_error
                 continue
             outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
             outcome[6] = appended.log_append_time
