@@ -20,6 +20,9 @@ from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from onceflow.broker.frame_scan import check_body
+from onceflow.broker.request_check import check_nulls
+
 _SIZE = struct.Struct(">i")
 _KEY_VERSION_CORRELATION = struct.Struct(">hhi")
 NO_THROTTLE = datetime.timedelta(0)
@@ -76,7 +79,9 @@ def decode_request(frame: bytes, api_key: int, version: int) -> tuple[Any, Any]:
     read_header, read_body = _request_codec(api_key, version)
     try:
         header, used = read_header(frame, 0)
+        check_body(frame, used, load_request_schema(api_key, version))
         request, _ = read_body(frame, used)
+        check_nulls(request)
     except Exception as exc:
         raise ProtocolError(f"undecodable request (api {api_key} v{version}): {exc}") from exc
     return header, request
