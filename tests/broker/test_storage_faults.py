@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import selectors
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,59 @@ def test_no_acknowledgement_before_fsync(
     assert ended.error_code == ErrorCode.none
     for client in (producer, committer, offsets_txn, commit_txn):
         client.close()
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root: the injected write failure above covers ENOSPC where
+    mounting is not allowed)."""
+    mount_point = tmp_path / "small-fs"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
+
+
+# Enough to fill 1 MiB several times over: the loop ends at the first refusal.
+MAX_BATCHES = 1000
+
+
+def test_full_disk_refuses_then_recovers_everything_acknowledged(
+    small_filesystem: Path,
+    onceflow_broker_process_factory: Callable[..., BrokerProcess],
+    tmp_path: Path,
+) -> None:
+    broker = onceflow_broker_process_factory(
+        data_dir=small_filesystem / "data", log_path=tmp_path / "broker.log"
+    )
+    acknowledged = []
+    with WireClient.connect(broker.bootstrap) as client:
+        client.ensure_topic("t")
+        for i in range(MAX_BATCHES):
+            value = b"%06d" % i + b"x" * 4000
+            error = produce_value(client, "t", value)
+            if error != ErrorCode.none:
+                break
+            acknowledged.append(value)
+        assert error == ErrorCode.kafka_storage_error
+        assert 0 < len(acknowledged) < MAX_BATCHES
+        assert produce_value(client, "t", b"small") == ErrorCode.kafka_storage_error
+    lines = log_lines(broker)
+    assert sum(OFFLINE_LINE in line for line in lines) == 1, lines
+    assert not any("Traceback" in line for line in lines), lines
+
+    broker.kill()
+    # Space comes back; a restart recovers what was acknowledged (and cuts any torn tail).
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_filesystem)], check=True)
+    broker.start()
+    with WireClient.connect(broker.bootstrap) as client:
+        values = [v for _, v in client.fetch_values("t", 0)]
+        assert values[: len(acknowledged)] == acknowledged
+        assert produce_value(client, "t", b"after") == ErrorCode.none
