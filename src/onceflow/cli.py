@@ -13,6 +13,8 @@ from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPol
 from onceflow.broker.server import Broker, BrokerStartError
 
 EXIT_USAGE = 2
+# The broker settings a flag leaves alone.
+_DEFAULTS = BrokerConfig()
 
 
 def _positive(value: str) -> int:
@@ -88,6 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=15_000,
         help="how often compacted topics are looked at for cleaning (log.cleaner.backoff.ms)",
+    )
+    limits = broker.add_argument_group("resource limits (Kafka's names where it has them)")
+    limits.add_argument(
+        "--socket-request-max-bytes",
+        type=_positive,
+        default=_DEFAULTS.max_request_bytes,
+        help="largest request accepted; a larger one closes its connection",
+    )
+    limits.add_argument(
+        "--max-connections", type=_positive, help="open connections allowed in total"
+    )
+    limits.add_argument(
+        "--max-connections-per-ip",
+        type=_positive,
+        help="open connections allowed from one client address",
+    )
+    limits.add_argument(
+        "--max-inflight-requests",
+        type=_positive,
+        default=_DEFAULTS.max_inflight_requests,
+        help="unanswered requests per connection before it is no longer read",
+    )
+    limits.add_argument(
+        "--max-inflight-bytes",
+        type=_positive,
+        default=_DEFAULTS.max_inflight_bytes,
+        help="unanswered request bytes per connection before it is no longer read",
     )
     broker.set_defaults(run=_run_broker)
 
@@ -165,6 +194,11 @@ def _run_broker(args: argparse.Namespace) -> int:
         auto_create_topics=args.auto_create,
         log_retention_check_interval_ms=args.retention_check_interval_ms,
         log_cleaner_backoff_ms=args.cleaner_backoff_ms,
+        max_request_bytes=args.socket_request_max_bytes,
+        max_connections=args.max_connections or _DEFAULTS.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip or _DEFAULTS.max_connections_per_ip,
+        max_inflight_requests=args.max_inflight_requests,
+        max_inflight_bytes=args.max_inflight_bytes,
     )
     return asyncio.run(_serve(config))
 

@@ -23,6 +23,7 @@ from typing import Any
 from onceflow.broker.apis import API_TABLE
 from onceflow.broker.config import BrokerConfig, FlushPolicy
 from onceflow.broker.groups import GroupCoordinator
+from onceflow.broker.limits import ConnectionLimits, InFlight
 from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.log.flusher import Flushable, GroupFlusher
 from onceflow.broker.log.journal import Journal
@@ -41,8 +42,6 @@ from onceflow.broker.transactions import TransactionCoordinator
 log = logging.getLogger(__name__)
 
 _SIZE = struct.Struct(">i")
-# Responses a connection may have outstanding before the broker stops reading from it.
-MAX_IN_FLIGHT = 100
 CLUSTER_ID = "onceflow-embedded"
 
 
@@ -64,6 +63,7 @@ class Broker:
         self._data_event = asyncio.Event()
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.flusher = GroupFlusher()
+        self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self.topics: TopicRegistry
         self.producer_ids: ProducerIdAllocator
         self.groups: GroupCoordinator
@@ -211,23 +211,33 @@ class Broker:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else ""
+        refused = self.limits.admit(ip)
+        if refused is not None:
+            log.info("refusing connection from %s: %s", peer, refused)
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername")
-        responses: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
-        sender = asyncio.create_task(self._send_responses(responses, writer))
+        # Bounded by in_flight, which the sender wakes even when it stops for good.
+        responses: asyncio.Queue[Any] = asyncio.Queue()
+        in_flight = InFlight(self.config.max_inflight_requests, self.config.max_inflight_bytes)
+        sender = asyncio.create_task(self._send_responses(responses, writer, in_flight))
         try:
             while not sender.done():
+                await in_flight.wait_for_room()
                 frame = await self._read_frame(reader)
                 if frame is None:
                     break
                 outcome = self._dispatch(frame)
                 if outcome is not None:
-                    await responses.put(outcome)
+                    in_flight.take(len(frame))
+                    responses.put_nowait((outcome, len(frame)))
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -245,6 +255,7 @@ class Broker:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             self._connections.pop(task, None)
+            self.limits.release(ip)
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
@@ -302,13 +313,16 @@ class Broker:
         return ProtocolError(f"internal error in {name}")
 
     @staticmethod
-    async def _send_responses(responses: asyncio.Queue[Any], writer: asyncio.StreamWriter) -> None:
+    async def _send_responses(
+        responses: asyncio.Queue[Any], writer: asyncio.StreamWriter, in_flight: InFlight
+    ) -> None:
         try:
             while True:
-                item = await responses.get()
+                item, request_size = await responses.get()
                 data = await item if isinstance(item, Awaitable) else item
                 writer.write(data)
                 await writer.drain()
+                in_flight.release(request_size)
         except (ProtocolError, ConnectionError) as exc:
             # The reader may be blocked waiting for the next request: abort wakes it.
             # A client that went away is routine; a request we could not answer is not.
@@ -318,6 +332,8 @@ class Broker:
                 exc,
             )
             writer.transport.abort()
+        finally:
+            in_flight.close()
 
 
 class BrokerThread:
