@@ -101,17 +101,6 @@ class TxnProducer:
 
     def txn_offset_commit_request(self, group: str, offsets: dict[tuple[str, int], int]) -> Any:
         m = request_module(TXN_OFFSET_COMMIT, 3)
-        by_topic: dict[str, list[Any]] = {}
-        for (topic, index), offset in offsets.items():
-            by_topic.setdefault(topic, []).append(
-                build(
-                    m.TxnOffsetCommitRequestPartition,
-                    partition_index=index,
-                    committed_offset=offset,
-                    committed_leader_epoch=-1,
-                    committed_metadata="",
-                )
-            )
         return build(
             m.TxnOffsetCommitRequest,
             transactional_id=self.transactional_id,
@@ -121,9 +110,8 @@ class TxnProducer:
             generation_id=-1,
             member_id="",
             group_instance_id=None,
-            topics=tuple(
-                build(m.TxnOffsetCommitRequestTopic, name=name, partitions=tuple(parts))
-                for name, parts in by_topic.items()
+            topics=_commit_topics(
+                offsets, m.TxnOffsetCommitRequestTopic, m.TxnOffsetCommitRequestPartition
             ),
         )
 
@@ -150,25 +138,31 @@ class TxnProducer:
 def offset_commit_request(group: str, offsets: dict[tuple[str, int], int]) -> Any:
     """A simple (group-less member) OffsetCommit, as an admin or a standalone consumer."""
     m = request_module(OFFSET_COMMIT, 8)
-    by_topic: dict[str, list[Any]] = {}
-    for (topic, index), offset in offsets.items():
-        by_topic.setdefault(topic, []).append(
-            build(
-                m.OffsetCommitRequestPartition,
-                partition_index=index,
-                committed_offset=offset,
-                committed_leader_epoch=-1,
-                committed_metadata="",
-            )
-        )
     return build(
         m.OffsetCommitRequest,
         group_id=group,
         generation_id_or_member_epoch=-1,
         member_id="",
         group_instance_id=None,
-        topics=tuple(
-            build(m.OffsetCommitRequestTopic, name=name, partitions=tuple(parts))
-            for name, parts in by_topic.items()
-        ),
+        topics=_commit_topics(offsets, m.OffsetCommitRequestTopic, m.OffsetCommitRequestPartition),
+    )
+
+
+def _commit_topics(
+    offsets: dict[tuple[str, int], int], topic_class: type, partition_class: type
+) -> tuple[Any, ...]:
+    """The topics array of an OffsetCommit or TxnOffsetCommit request."""
+    by_topic: dict[str, list[Any]] = {}
+    for (topic, index), offset in offsets.items():
+        by_topic.setdefault(topic, []).append(
+            build(
+                partition_class,
+                partition_index=index,
+                committed_offset=offset,
+                committed_leader_epoch=-1,
+                committed_metadata="",
+            )
+        )
+    return tuple(
+        build(topic_class, name=name, partitions=tuple(parts)) for name, parts in by_topic.items()
     )

@@ -21,6 +21,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,22 +95,21 @@ def _record(entry: dict[str, Any]) -> None:
             os.close(fd_record)
 
 
-def fsync(fd: int) -> None:
+def _sync(fd: int, call: Callable[[int], None]) -> None:
     if _FAULTS is None:
-        os.fsync(fd)
+        call(fd)
         return
     durable = _before_sync(fd)
-    os.fsync(fd)
+    call(fd)
     _record(durable)
+
+
+def fsync(fd: int) -> None:
+    _sync(fd, os.fsync)
 
 
 def fdatasync(fd: int) -> None:
-    if _FAULTS is None:
-        os.fdatasync(fd)
-        return
-    durable = _before_sync(fd)
-    os.fdatasync(fd)
-    _record(durable)
+    _sync(fd, os.fdatasync)
 
 
 def fsync_directory(directory: Path) -> None:
