@@ -149,9 +149,11 @@ class OffsetStore:
         future.add_done_callback(self._flushed)
         return future
 
-    def _flushed(self, _: asyncio.Future[None]) -> None:
+    def _flushed(self, flushed: asyncio.Future[None]) -> None:
         self._in_flight -= 1
-        self._maybe_compact()
+        # After a failed flush the data dir is offline: nothing more is written.
+        if flushed.cancelled() or flushed.exception() is None:
+            self._maybe_compact()
 
     def _maybe_compact(self) -> None:
         if self._in_flight == 0 and self._journal.size > max(
