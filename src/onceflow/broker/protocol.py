@@ -46,9 +46,9 @@ def peek(frame: bytes) -> Frame:
 
 
 @cache
-def _request_codec(api_key: int, version: int) -> tuple[Any, Any]:
+def _request_codec(api_key: int, version: int) -> tuple[Any, Any, type]:
     schema = load_request_schema(api_key, version)
-    return entity_reader(schema.__header_schema__), entity_reader(schema)
+    return entity_reader(schema.__header_schema__), entity_reader(schema), schema
 
 
 @cache
@@ -76,10 +76,10 @@ def build(cls: type, /, **values: Any) -> Any:
 
 def decode_request(frame: bytes, api_key: int, version: int) -> tuple[Any, Any]:
     """(header, request) of a frame whose API key and version are supported."""
-    read_header, read_body = _request_codec(api_key, version)
+    read_header, read_body, schema = _request_codec(api_key, version)
     try:
         header, used = read_header(frame, 0)
-        check_body(frame, used, load_request_schema(api_key, version))
+        check_body(frame, used, schema)
         request, _ = read_body(frame, used)
         check_nulls(request)
     except Exception as exc:
