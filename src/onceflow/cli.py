@@ -15,6 +15,8 @@ from onceflow.broker.server import Broker, BrokerStartError
 from onceflow.client_logging import show_client_logs
 
 EXIT_USAGE = 2
+# The broker settings a flag leaves alone.
+_DEFAULTS = BrokerConfig()
 
 
 def _positive(value: str) -> int:
@@ -108,6 +110,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port; "
         "default: no metrics)",
     )
+    limits = broker.add_argument_group("resource limits (Kafka's names where it has them)")
+    limits.add_argument(
+        "--socket-request-max-bytes",
+        type=_positive,
+        default=_DEFAULTS.max_request_bytes,
+        help="largest request accepted; a larger one closes its connection",
+    )
+    limits.add_argument(
+        "--max-connections", type=_positive, help="open connections allowed in total"
+    )
+    limits.add_argument(
+        "--max-connections-per-ip",
+        type=_positive,
+        help="open connections allowed from one client address",
+    )
+    limits.add_argument(
+        "--max-inflight-requests",
+        type=_positive,
+        default=_DEFAULTS.max_inflight_requests,
+        help="unanswered requests per connection before it is no longer read",
+    )
+    limits.add_argument(
+        "--max-inflight-bytes",
+        type=_positive,
+        default=_DEFAULTS.max_inflight_bytes,
+        help="unanswered request bytes per connection before it is no longer read",
+    )
     broker.set_defaults(run=_run_broker)
 
     demo = commands.add_parser(
@@ -188,6 +217,11 @@ def _run_broker(args: argparse.Namespace) -> int:
         log_retention_check_interval_ms=args.retention_check_interval_ms,
         log_cleaner_backoff_ms=args.cleaner_backoff_ms,
         metrics_port=args.metrics_port,
+        max_request_bytes=args.socket_request_max_bytes,
+        max_connections=args.max_connections or _DEFAULTS.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip or _DEFAULTS.max_connections_per_ip,
+        max_inflight_requests=args.max_inflight_requests,
+        max_inflight_bytes=args.max_inflight_bytes,
     )
     return asyncio.run(_serve(config))
 

@@ -191,33 +191,35 @@ class WireClient(KafkaConnection):
 
     def fetch(self, topic: str, partition: int, offset: int, max_bytes: int = 2**20) -> Any:
         """One Fetch that does not wait for data; returns the partition's PartitionData."""
+        response = self.request(self.fetch_request(topic, partition, offset, max_bytes))
+        (data,) = response.responses[0].partitions
+        return data
+
+    @staticmethod
+    def fetch_request(topic: str, partition: int, offset: int, max_bytes: int = 2**20) -> Any:
         m = request_module(1, FETCH_VERSION)
-        response = self.request(
-            build(
-                m.FetchRequest,
-                max_wait=datetime.timedelta(0),
-                min_bytes=1,
-                max_bytes=max_bytes,
-                isolation_level=0,
-                topics=(
-                    build(
-                        m.FetchTopic,
-                        topic=topic,
-                        partitions=(
-                            build(
-                                m.FetchPartition,
-                                partition=partition,
-                                fetch_offset=offset,
-                                partition_max_bytes=max_bytes,
-                            ),
+        return build(
+            m.FetchRequest,
+            max_wait=datetime.timedelta(0),
+            min_bytes=1,
+            max_bytes=max_bytes,
+            isolation_level=0,
+            topics=(
+                build(
+                    m.FetchTopic,
+                    topic=topic,
+                    partitions=(
+                        build(
+                            m.FetchPartition,
+                            partition=partition,
+                            fetch_offset=offset,
+                            partition_max_bytes=max_bytes,
                         ),
                     ),
                 ),
-                forgotten_topics_data=(),
-            )
+            ),
+            forgotten_topics_data=(),
         )
-        (data,) = response.responses[0].partitions
-        return data
 
     def fetch_batches(
         self, topic: str, partition: int, max_requests: int = 1000

@@ -41,6 +41,14 @@ class BrokerConfig:
     node_id: int = 0
     #: Largest request frame accepted, like Kafka's socket.request.max.bytes.
     max_request_bytes: int = 100 * 1024 * 1024
+    #: Open connections allowed in total and per client address (Kafka's
+    #: max.connections and max.connections.per.ip); more are closed at once.
+    max_connections: int = 2**31 - 1
+    max_connections_per_ip: int = 2**31 - 1
+    #: Requests, and request bytes, a connection may have unanswered before the broker
+    #: stops reading it (a client that never reads its answers stalls only itself).
+    max_inflight_requests: int = 100
+    max_inflight_bytes: int = 100 * 1024 * 1024
     #: Committed offsets of a group that has been empty this long are deleted
     #: (Kafka's offsets.retention.minutes, default 7 days; fractions allowed).
     offsets_retention_minutes: float = 7 * 24 * 60

@@ -834,8 +834,9 @@ class GroupCoordinator:
             if doomed:
                 self.offsets.delete(group_id, doomed)
 
-    def close(self) -> None:
-        """Cancel every timer and answer every parked request; then close the store."""
+    def close(self, durably: bool = True) -> None:
+        """Cancel every timer and answer every parked request; then close the store
+        (without syncing it when ``durably`` is False: the data dir is offline)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -847,4 +848,4 @@ class GroupCoordinator:
             for member in list(group.members.values()):
                 self._drop(group, member)
         self._groups.clear()
-        self.offsets.close()
+        self.offsets.close(durably)

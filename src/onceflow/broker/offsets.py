@@ -149,9 +149,11 @@ class OffsetStore:
         future.add_done_callback(self._flushed)
         return future
 
-    def _flushed(self, _: asyncio.Future[None]) -> None:
+    def _flushed(self, flushed: asyncio.Future[None]) -> None:
         self._in_flight -= 1
-        self._maybe_compact()
+        # After a failed flush the data dir is offline: nothing more is written.
+        if flushed.cancelled() or flushed.exception() is None:
+            self._maybe_compact()
 
     def _maybe_compact(self) -> None:
         if self._in_flight == 0 and self._journal.size > max(
@@ -169,8 +171,9 @@ class OffsetStore:
         self._base_size = self._journal.size
         log.info("rewrote %s: %d groups, %d bytes", self.path, len(self.groups), self._base_size)
 
-    def close(self) -> None:
-        self._journal.fsync()
+    def close(self, durably: bool = True) -> None:
+        if durably:
+            self._journal.fsync()
         self._journal.close()
 
 

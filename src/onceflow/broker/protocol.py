@@ -20,6 +20,9 @@ from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from onceflow.broker.frame_scan import check_body
+from onceflow.broker.request_check import check_nulls
+
 _SIZE = struct.Struct(">i")
 _KEY_VERSION_CORRELATION = struct.Struct(">hhi")
 NO_THROTTLE = datetime.timedelta(0)
@@ -43,9 +46,9 @@ def peek(frame: bytes) -> Frame:
 
 
 @cache
-def _request_codec(api_key: int, version: int) -> tuple[Any, Any]:
+def _request_codec(api_key: int, version: int) -> tuple[Any, Any, type]:
     schema = load_request_schema(api_key, version)
-    return entity_reader(schema.__header_schema__), entity_reader(schema)
+    return entity_reader(schema.__header_schema__), entity_reader(schema), schema
 
 
 @cache
@@ -73,10 +76,12 @@ def build(cls: type, /, **values: Any) -> Any:
 
 def decode_request(frame: bytes, api_key: int, version: int) -> tuple[Any, Any]:
     """(header, request) of a frame whose API key and version are supported."""
-    read_header, read_body = _request_codec(api_key, version)
+    read_header, read_body, schema = _request_codec(api_key, version)
     try:
         header, used = read_header(frame, 0)
+        check_body(frame, used, schema)
         request, _ = read_body(frame, used)
+        check_nulls(request)
     except Exception as exc:
         raise ProtocolError(f"undecodable request (api {api_key} v{version}): {exc}") from exc
     return header, request

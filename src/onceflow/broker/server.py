@@ -25,6 +25,8 @@ from onceflow.broker.apis import API_TABLE
 from onceflow.broker.config import BrokerConfig, FlushPolicy
 from onceflow.broker.connection import enter_connection
 from onceflow.broker.groups import GroupCoordinator
+from onceflow.broker.limits import ConnectionLimits, InFlight
+from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.log.flusher import Flushable, GroupFlusher
 from onceflow.broker.log.journal import Journal
 from onceflow.broker.log.partition import LogConfig
@@ -43,8 +45,6 @@ from onceflow.broker.transactions import TransactionCoordinator
 log = logging.getLogger(__name__)
 
 _SIZE = struct.Struct(">i")
-# Responses a connection may have outstanding before the broker stops reading from it.
-MAX_IN_FLIGHT = 100
 CLUSTER_ID = "onceflow-embedded"
 
 
@@ -69,6 +69,7 @@ class Broker:
         self.flusher = GroupFlusher(self.metrics.observe_flush_round if self.metrics else None)
         #: The loop the broker runs on (set by start): its state is touched only there.
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self.topics: TopicRegistry
         self.producer_ids: ProducerIdAllocator
         self.groups: GroupCoordinator
@@ -183,14 +184,16 @@ class Broker:
         self._close_storage()
 
     def _close_storage(self) -> None:
+        # After a storage failure nothing more is written: not even a clean shutdown.
+        durably = self.flusher.failure is None
         if hasattr(self, "groups"):
-            self.groups.close()
+            self.groups.close(durably)
             del self.groups
         if hasattr(self, "transactions"):
-            self.transactions.close()
+            self.transactions.close(durably)
             del self.transactions
         if hasattr(self, "topics"):
-            self.topics.close()
+            self.topics.close(durably)
             del self.topics
         self._release_lock()
 
@@ -217,6 +220,11 @@ class Broker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._data_event.wait(), timeout)
 
+    @property
+    def storage_error(self) -> StorageOffline | None:
+        """Why the data dir is offline (every storage request is refused), or None."""
+        return self.flusher.failure
+
     def make_durable(self, target: Flushable) -> Awaitable[None] | None:
         """Apply the flush policy to what was just appended to ``target`` (a partition or
         a journal): an awaitable that completes once it is on disk, or None when the
@@ -232,24 +240,34 @@ class Broker:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else ""
+        refused = self.limits.admit(ip)
+        if refused is not None:
+            log.info("refusing connection from %s: %s", peer, refused)
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername")
         enter_connection(peer)
-        responses: asyncio.Queue[Any] = asyncio.Queue(MAX_IN_FLIGHT)
-        sender = asyncio.create_task(self._send_responses(responses, writer))
+        # Bounded by in_flight, which the sender wakes even when it stops for good.
+        responses: asyncio.Queue[Any] = asyncio.Queue()
+        in_flight = InFlight(self.config.max_inflight_requests, self.config.max_inflight_bytes)
+        sender = asyncio.create_task(self._send_responses(responses, writer, in_flight))
         try:
             while not sender.done():
+                await in_flight.wait_for_room()
                 frame = await self._read_frame(reader)
                 if frame is None:
                     break
                 outcome = self._dispatch(frame)
                 if outcome is not None:
-                    await responses.put(outcome)
+                    in_flight.take(len(frame))
+                    responses.put_nowait((outcome, len(frame)))
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -264,9 +282,11 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
             writer.close()
-            with contextlib.suppress(Exception):
+            # Cancelled here too at loop teardown: end normally (see above).
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
             self._connections.pop(task, None)
+            self.limits.release(ip)
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
@@ -306,8 +326,7 @@ class Broker:
             return encode_response(head.api_key, head.api_version, head.correlation_id, outcome)
         except Exception as exc:
             self._observe_failure(api.name)
-            log.exception("handler %s failed", api.name)
-            raise ProtocolError(f"internal error in {api.name}") from exc
+            raise self._handler_failed(api.name, exc) from exc
 
     async def _finish(
         self, api: Any, head: Any, request: Any, started: float, pending: Awaitable[Any]
@@ -318,8 +337,7 @@ class Broker:
             return encode_response(head.api_key, head.api_version, head.correlation_id, response)
         except Exception as exc:
             self._observe_failure(api.name)
-            log.exception("handler %s failed", api.name)
-            raise ProtocolError(f"internal error in {api.name}") from exc
+            raise self._handler_failed(api.name, exc) from exc
 
     def _observe(self, api: Any, request: Any, response: Any, started: float) -> None:
         if self.metrics is not None:
@@ -330,14 +348,28 @@ class Broker:
         if self.metrics is not None:
             self.metrics.observe_failure(name)
 
+    def _handler_failed(self, name: str, exc: Exception) -> ProtocolError:
+        """The error that closes the connection of a request its handler could not
+        answer. A storage error (a write or sync that failed) takes the data dir offline
+        and is logged once by the flusher; anything else is a bug, logged with its
+        traceback."""
+        if isinstance(exc, OSError):
+            self.flusher.fail(exc)
+            return ProtocolError(f"{name} not answered: {self.flusher.failure}")
+        log.exception("handler %s failed", name)
+        return ProtocolError(f"internal error in {name}")
+
     @staticmethod
-    async def _send_responses(responses: asyncio.Queue[Any], writer: asyncio.StreamWriter) -> None:
+    async def _send_responses(
+        responses: asyncio.Queue[Any], writer: asyncio.StreamWriter, in_flight: InFlight
+    ) -> None:
         try:
             while True:
-                item = await responses.get()
+                item, request_size = await responses.get()
                 data = await item if isinstance(item, Awaitable) else item
                 writer.write(data)
                 await writer.drain()
+                in_flight.release(request_size)
         except (ProtocolError, ConnectionError) as exc:
             # The reader may be blocked waiting for the next request: abort wakes it.
             # A client that went away is routine; a request we could not answer is not.
@@ -347,6 +379,8 @@ class Broker:
                 exc,
             )
             writer.transport.abort()
+        finally:
+            in_flight.close()
 
 
 class BrokerThread:

@@ -234,6 +234,9 @@ class TopicRegistry:
     def all_partitions(self) -> list[PartitionLog]:
         return [p for t in self.topics.values() for p in t.partitions]
 
-    def close(self) -> None:
+    def close(self, durably: bool = True) -> None:
         for partition in self.all_partitions():
-            partition.close()
+            if durably:
+                partition.close()
+            else:
+                partition.discard()

@@ -5,16 +5,17 @@ PREPARE_COMMIT/PREPARE_ABORT (durable) -> markers on every partition of the tran
 (durable) -> pending group offsets materialised on commit -> COMPLETE_*. A new epoch
 (InitProducerId) is durable before it is handed out, since fencing must survive a crash.
 
-Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn,
-TxnOffsetCommit) are answered once written, without waiting for an fsync: they only
-matter to a transaction that commits, and the fsync of its PREPARE_COMMIT record covers
-every earlier record of the sequential journal. Unsynced records survive a crash of the
-broker process (the page cache keeps them), so after a restart on the same boot ongoing
-transactions resume as in Kafka: their producer may still commit them, or the timeout
-aborts them. After an operating-system crash (a new boot id, without a clean shutdown
-before it) unsynced records may be gone, so every ongoing transaction is aborted and its
-producer fenced: it fails, and nothing it acknowledged as committed is lost. A restart
-also aborts transactions that a partition shows open but the coordinator does not know.
+Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn) are answered
+once written, without waiting for an fsync: they only matter to a transaction that
+commits, and the fsync of its PREPARE_COMMIT record covers every earlier record of the
+sequential journal. (TxnOffsetCommit waits, as every offset commit does.) Unsynced
+records survive a crash of the broker process (the page cache keeps them), so after a
+restart on the same boot ongoing transactions resume as in Kafka: their producer may
+still commit them, or the timeout aborts them. After an operating-system crash (a new
+boot id, without a clean shutdown before it) unsynced records may be gone, so every
+ongoing transaction is aborted and its producer fenced: it fails, and nothing it
+acknowledged as committed is lost. A restart also aborts transactions that a partition
+shows open but the coordinator does not know.
 """
 
 from __future__ import annotations
@@ -177,10 +178,15 @@ class TransactionCoordinator:
         await self._abort_hanging()
         self._expiry = asyncio.create_task(self._expire_forever())
 
-    def close(self) -> None:
-        """Stop enforcing timeouts and compact the journal (at shutdown)."""
+    def close(self, durably: bool = True) -> None:
+        """Stop enforcing timeouts and compact the journal (at shutdown). When the data
+        dir is offline (``durably`` False) nothing is written: the next start must not
+        take the journal for cleanly closed."""
         if self._expiry is not None:
             self._expiry.cancel()
+        if not durably:
+            self._journal.close()
+            return
         self._journal.rewrite([t.to_json() for t in self.transactions.values()])
         self._journal.close()
         write_json_atomically(self._run_state, {"boot_id": self._boot_id, "clean": True})
@@ -213,6 +219,7 @@ class TransactionCoordinator:
         self, transactional_id: str, timeout_ms: int, producer_id: int, epoch: int
     ) -> Awaitable[tuple[int, int]]:
         """(producer id, epoch) for a transactional producer, fencing older incarnations."""
+        self._check_online()
         if not 0 < timeout_ms <= MAX_TRANSACTION_TIMEOUT_MS:
             raise TxnError(
                 ErrorCode.invalid_transaction_timeout,
@@ -260,7 +267,13 @@ class TransactionCoordinator:
 
     # -- adding to a transaction -----------------------------------------------
 
+    def _check_online(self) -> None:
+        """Refuse coordinator work once the data dir is offline: nothing can be durable."""
+        if self._broker.storage_error is not None:
+            raise TxnError(ErrorCode.coordinator_not_available, str(self._broker.storage_error))
+
     def _active(self, transactional_id: str, producer_id: int, epoch: int) -> Transaction:
+        self._check_online()
         txn = self.transactions.get(transactional_id)
         if txn is None or txn.producer_id != producer_id:
             raise TxnError(ErrorCode.invalid_producer_id_mapping)
@@ -308,7 +321,9 @@ class TransactionCoordinator:
                 ErrorCode.invalid_txn_state, f"AddOffsetsToTxn for group {group_id!r} came first?"
             )
         txn.pending_offsets[group_id].update(offsets)
-        return self._written(txn)
+        # Durable before it is answered, as every offset commit is: the client takes the
+        # answer for "these offsets are stored".
+        return self._persist_then(txn, lambda: None)
 
     def pending_offsets(self, group_id: str) -> set[TopicPartition]:
         """Partitions of ``group_id`` with offsets staged by a transaction not yet ended."""
@@ -336,6 +351,7 @@ class TransactionCoordinator:
     def end_txn(
         self, transactional_id: str, producer_id: int, epoch: int, commit: bool
     ) -> Awaitable[None]:
+        self._check_online()
         txn = self.transactions.get(transactional_id)
         if txn is None or txn.producer_id != producer_id:
             raise TxnError(ErrorCode.invalid_producer_id_mapping)
@@ -399,6 +415,8 @@ class TransactionCoordinator:
                     self._bump_epoch(txn)
                     try:
                         await self._prepare(txn, commit=False)
+                    except OSError:
+                        return  # the data dir is offline: logged once by the flusher
                     except Exception:
                         log.exception("aborting %r failed", txn.transactional_id)
 

@@ -30,6 +30,7 @@ class BrokerProcess:
         port: int = 0,
         extra_args: tuple[str, ...] = (),
         log_path: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.flush = flush
@@ -37,6 +38,8 @@ class BrokerProcess:
         self.extra_args = extra_args
         self.log_path = log_path or self.data_dir.parent / f"{self.data_dir.name}-broker.log"
         self.host = "127.0.0.1"
+        #: Extra environment variables for the process (e.g. injected disk faults).
+        self.env = env or {}
         self.process: subprocess.Popen[str] | None = None
 
     @property
@@ -61,7 +64,12 @@ class BrokerProcess:
         assert self.process is None or self.process.poll() is not None, "already running"
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **self.env},
         )
         log.close()
         line = self._read_line(START_TIMEOUT)

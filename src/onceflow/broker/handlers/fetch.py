@@ -51,6 +51,8 @@ def _collect(broker: Any, request: Any) -> tuple[Any, int]:
             high_watermark = last_stable = log_start = -1
             if partition is None:
                 error = ErrorCode.unknown_topic_or_partition
+            elif broker.storage_error is not None:
+                error = ErrorCode.kafka_storage_error
             else:
                 high_watermark = partition.high_watermark
                 last_stable = partition.last_stable_offset

@@ -8,6 +8,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.handlers.transactions import client_error
+from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.transactions import TxnError
 
@@ -48,6 +49,8 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 producer_id, epoch = await pending
             except TxnError as exc:
                 return answer(exc.code)
+            except StorageOffline:
+                return answer(ErrorCode.coordinator_not_available)
             return answer(ErrorCode.none, producer_id, epoch)
 
         return finish()

@@ -28,6 +28,8 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             error, offset, timestamp = ErrorCode.none, NOT_FOUND, NOT_FOUND
             if partition is None:
                 error = ErrorCode.unknown_topic_or_partition
+            elif broker.storage_error is not None:
+                error = ErrorCode.kafka_storage_error
             elif asked.timestamp == LATEST:
                 read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
                 offset = (

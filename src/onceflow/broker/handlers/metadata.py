@@ -13,6 +13,8 @@ API_KEY = 3
 # Kafka's value for "authorized operations were not requested".
 NO_AUTHORIZED_OPERATIONS = -(2**31)
 
+NULL_NAME_SINCE = 12
+
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(API_KEY, request.__version__)
@@ -58,7 +60,9 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 entries.append(topic_entry(topic.name, topic, ErrorCode.none))
                 continue
             if name is None:
-                entries.append(topic_entry(None, None, ErrorCode.unknown_topic_id))
+                # Responses carry a null name only from v12 (v10-11 asked by id too).
+                unnamed = None if request.__version__ >= NULL_NAME_SINCE else ""
+                entries.append(topic_entry(unnamed, None, ErrorCode.unknown_topic_id))
                 continue
             try:
                 validate_topic_name(name)

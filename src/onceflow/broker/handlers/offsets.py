@@ -32,13 +32,20 @@ def offset_commit(broker: Any, header: Any, request: Any) -> Any:
                 getattr(p, "committed_leader_epoch", -1),
                 p.committed_metadata,
             )
-    errors, flushed = broker.groups.commit_offsets(
-        group_id=request.group_id,
-        generation=request.generation_id_or_member_epoch,
-        member_id=request.member_id,
-        instance_id=getattr(request, "group_instance_id", None),
-        offsets=offsets,
-    )
+    if broker.storage_error is not None:
+        # Nothing can be made durable: refuse before the commit touches any state.
+        errors: dict[TopicPartition, ErrorCode] = dict.fromkeys(
+            offsets, ErrorCode.coordinator_not_available
+        )
+        flushed = None
+    else:
+        errors, flushed = broker.groups.commit_offsets(
+            group_id=request.group_id,
+            generation=request.generation_id_or_member_epoch,
+            member_id=request.member_id,
+            instance_id=getattr(request, "group_instance_id", None),
+            offsets=offsets,
+        )
 
     def respond() -> Any:
         return build(
@@ -79,6 +86,8 @@ def offset_fetch(broker: Any, header: Any, request: Any) -> Any:
     if request.topics is not None or request.__version__ < _FETCH_ALL_SINCE:
         wanted = [(t.name, index) for t in request.topics or () for index in t.partition_indexes]
     found, flushed = broker.groups.fetch_offsets(request.group_id, wanted)
+    if broker.storage_error is not None:
+        found, flushed = {}, None
     # KIP-447: a consumer that asks for stable offsets must not start from an offset that
     # an open transaction is about to replace; it retries until the transaction ends.
     unstable = (
@@ -113,6 +122,8 @@ def offset_fetch(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
+    if broker.storage_error is not None:
+        return respond(ErrorCode.coordinator_not_available)
     if flushed is None:
         return respond(ErrorCode.none)
 

@@ -29,6 +29,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     waits: dict[int, Awaitable[None]] = {}
     # As Kafka, Produce never creates a topic (Metadata does, when allowed): an unknown
     # topic is UNKNOWN_TOPIC_OR_PARTITION, which clients retry after a metadata refresh.
+    offline = broker.storage_error
     for topic_data in request.topic_data:
         for data in topic_data.partition_data:
             outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1]
@@ -36,6 +37,9 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             if acks not in (0, 1, -1):
                 outcome[2] = ErrorCode.invalid_required_acks
                 outcome[5] = f"acks must be 0, 1 or -1 (all), got {acks}"
+                continue
+            if offline is not None:
+                outcome[2], outcome[5] = ErrorCode.kafka_storage_error, str(offline)
                 continue
             partition = broker.topics.partition(topic_data.name, data.index)
             if partition is None:
@@ -50,6 +54,12 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 appended = partition.append(records)
             except InvalidBatch as exc:
                 outcome[2], outcome[5] = ErrorCode(exc.code), str(exc)
+                continue
+            except OSError as exc:
+                # A failed write (disk full): fail-stop, like a failed fsync.
+                broker.flusher.fail(exc)
+                outcome[2], outcome[5] = ErrorCode.kafka_storage_error, str(broker.storage_error)
+                offline = broker.storage_error
                 continue
             outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
             outcome[6] = appended.log_append_time

@@ -7,6 +7,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.transactions import TxnError
 
@@ -40,6 +41,10 @@ def answer_after(
             await pending
         except TxnError as exc:
             return respond(client_error(exc.code, version, fenced_since))
+        except StorageOffline:
+            # Not durable, so not done: a retriable error sends the client back to
+            # FindCoordinator, which it retries until the broker is restarted.
+            return respond(ErrorCode.coordinator_not_available)
         return respond(ErrorCode.none)
 
     return finish()

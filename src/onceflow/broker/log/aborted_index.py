@@ -14,7 +14,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from onceflow.broker.log.segment import write_fully
+from onceflow.broker.log import disk
+from onceflow.broker.log.disk import write_fully
 
 _ENTRY = struct.Struct(">qqq")
 
@@ -64,7 +65,7 @@ class AbortedIndex:
         return [e for e in self.entries[slot:] if e.first_offset < end]
 
     def fsync(self) -> None:
-        os.fdatasync(self.fd)
+        disk.fdatasync(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)

@@ -7,13 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from onceflow.broker.log import disk
+from onceflow.broker.log.disk import fsync_directory
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
@@ -22,7 +17,7 @@ def write_json_atomically(path: Path, data: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, separators=(",", ":"))
         handle.flush()
-        os.fsync(handle.fileno())
+        disk.fsync(handle.fileno())
     os.replace(tmp, path)
     fsync_directory(path.parent)
 

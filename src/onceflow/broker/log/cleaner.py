@@ -30,8 +30,9 @@ import os
 import shutil
 from pathlib import Path
 
+from onceflow.broker.log import disk
 from onceflow.broker.log.aborted_index import AbortedTxn
-from onceflow.broker.log.atomic import fsync_directory
+from onceflow.broker.log.disk import fsync_directory
 from onceflow.broker.log.segment import Segment
 from onceflow.broker.records import (
     BatchHeader,
@@ -169,7 +170,7 @@ def clean(
                     cleaned.append([kept_batch], [read_header(kept_batch)])
                     after += len(kept_batch)
             cleaned.fsync()
-            os.fdatasync(cleaned.index_fd)
+            disk.fdatasync(cleaned.index_fd)
         finally:
             cleaned.close()
     fsync_directory(work)

@@ -4,6 +4,12 @@ Appends happen on the event loop; fsync runs on a worker thread. A produce that 
 durability asks for the next round and awaits it. While a round is running, new
 requests accumulate and share the round after it, so the number of fsyncs per second
 stays bounded by disk latency, not by the request rate.
+
+A failed fsync is never retried (fail-stop, as Kafka takes a log dir offline): on Linux
+the failed round may already have dropped the dirty pages, so a later successful fsync
+would prove nothing. The flusher goes offline for good; every waiter, present and
+future, gets StorageOffline, and nothing appended since the last good round is ever
+acknowledged or made visible. A restart recovers from what is on disk.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
+
+from onceflow.broker.log.disk import StorageOffline
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +52,16 @@ class GroupFlusher:
         self._dirty: dict[Flushable, None] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._running: asyncio.Task[None] | None = None
+        #: Set by the first storage failure; the data dir stays offline until restart.
+        self.failure: StorageOffline | None = None
 
     def request(self, partition: Flushable) -> asyncio.Future[None]:
         """A future that completes once everything appended to ``partition`` is on disk."""
-        self._dirty[partition] = None
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            waiter.set_exception(self.failure)
+            return waiter
+        self._dirty[partition] = None
         self._waiters.append(waiter)
         if self._running is None:
             self._running = asyncio.create_task(self._run_rounds())
@@ -69,13 +82,12 @@ class GroupFlusher:
                     # journal commits instead of queueing behind each other.
                     await asyncio.gather(*(asyncio.to_thread(s.fsync) for s in segments))
                 except OSError as exc:
-                    log.error("fsync failed: %s", exc)
-                    for partition, segs, _ in targets:
-                        partition.unflushed.update(segs)
-                    for waiter in waiters:
+                    self.fail(exc)
+                    for waiter in waiters + self._waiters:
                         if not waiter.done():
-                            waiter.set_exception(exc)
-                    continue
+                            waiter.set_exception(self.failure)
+                    self._waiters = []
+                    return
                 if self._on_round is not None:
                     self._on_round(time.perf_counter() - started, len(segments), len(waiters))
                 for partition, _, end in targets:
@@ -85,6 +97,17 @@ class GroupFlusher:
                         waiter.set_result(None)
         finally:
             self._running = None
+
+    def fail(self, exc: OSError) -> None:
+        """Take the data dir offline after a failed fsync or write (logged once)."""
+        if self.failure is not None:
+            return
+        self.failure = StorageOffline(exc.errno, f"data dir offline after: {exc}")
+        log.error(
+            "storage failure, data dir offline until restart (nothing unflushed is "
+            "acknowledged; every request on it gets KAFKA_STORAGE_ERROR): %s",
+            exc,
+        )
 
     async def drain(self) -> None:
         """Wait for the rounds in progress (used at shutdown)."""

@@ -16,8 +16,8 @@ from typing import Any
 
 import google_crc32c
 
-from onceflow.broker.log.atomic import fsync_directory
-from onceflow.broker.log.segment import write_fully
+from onceflow.broker.log import disk
+from onceflow.broker.log.disk import fsync_directory, write_fully
 
 
 def _line(record: Any) -> bytes:
@@ -73,7 +73,7 @@ class Journal:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             write_fully(fd, [data], 0)
-            os.fsync(fd)
+            disk.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
@@ -97,7 +97,7 @@ class Journal:
         """Nothing becomes visible later for a journal: durability is all it needs."""
 
     def fsync(self) -> None:
-        os.fdatasync(self.fd)
+        disk.fdatasync(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)

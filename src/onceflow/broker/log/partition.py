@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.log import cleaner
+from onceflow.broker.log import cleaner, disk
 from onceflow.broker.log.aborted_index import AbortedIndex, AbortedTxn
 from onceflow.broker.log.atomic import read_json, write_json_atomically
 from onceflow.broker.log.segment import Segment
@@ -75,7 +75,9 @@ class PartitionLog:
         self.directory = directory
         self.config = config
         self._on_visible = on_visible
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            disk.fsync_directory(directory.parent)
         self.segments: list[Segment] = []
         self._bases: list[int] = []
         self.producers = ProducerStates()

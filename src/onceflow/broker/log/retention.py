@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from onceflow.broker.log import cleaner
-from onceflow.broker.log.atomic import fsync_directory
+from onceflow.broker.log.disk import fsync_directory
 from onceflow.broker.log.partition import PartitionLog
 from onceflow.broker.log.segment import Segment
 from onceflow.broker.topic_config import EffectiveConfig

@@ -13,6 +13,8 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from onceflow.broker.log import disk
+from onceflow.broker.log.disk import write_fully
 from onceflow.broker.records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
@@ -30,19 +32,6 @@ def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
 
 
-def write_fully(fd: int, buffers: list[bytes | memoryview], position: int) -> None:
-    """pwritev that survives short writes."""
-    views = [memoryview(b) for b in buffers if len(b)]
-    while views:
-        written = os.pwritev(fd, views, position)
-        position += written
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-
-
 class Segment:
     """An append-only file of batches starting at ``base_offset``."""
 
@@ -52,7 +41,12 @@ class Segment:
         stem = directory / segment_name(base_offset)
         self.log_path = stem.with_suffix(".log")
         self.index_path = stem.with_suffix(".index")
+        created = not self.log_path.exists()
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if created:
+            # Without its directory entry on disk, a new segment's fsynced data would
+            # still vanish with a power loss.
+            disk.fsync_directory(directory)
         self.index_fd = os.open(self.index_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
         self.next_offset = base_offset
@@ -196,7 +190,7 @@ class Segment:
     # -- lifecycle -------------------------------------------------------------
 
     def fsync(self) -> None:
-        os.fdatasync(self.fd)
+        disk.fdatasync(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)
