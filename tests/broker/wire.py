@@ -22,6 +22,7 @@ from onceflow.admin.wire import (
     DEFAULT_TIMEOUT,
     KafkaConnection,
     decode_response,
+    encode_request,
     request_module,
 )
 from onceflow.broker.protocol import build
@@ -45,8 +46,8 @@ _BATCH_FIELDS = struct.Struct(">qiibIhiqqqhii")
 
 KeyValue = tuple[bytes | None, bytes | None]
 # Tests import these from here, next to the typed requests.
-__all__ = ["WireClient", "build_batch", "decode_response", "fix_crc", "raw_frame",
-           "request_module", "values_batch"]  # fmt: skip
+__all__ = ["WireClient", "build_batch", "decode_response", "encode_request", "fix_crc",
+           "raw_frame", "request_module", "values_batch"]  # fmt: skip
 
 
 # -- frames --------------------------------------------------------------------------
