@@ -195,6 +195,9 @@ def run_processor(args: argparse.Namespace, recorder: Recorder) -> int:
         runner_class=functools.partial(RecordingRunner, recorder=recorder),
         commit_every=40,
         commit_interval_ms=200,
+        # Explicit, so every incarnation of the pipeline (a restart, the zombie's
+        # successor) has the transactional id a restarted production instance would.
+        transactional_id=args.transactional_id,
         consumer_overrides={
             # Static membership: a restarted worker takes its partitions back at once.
             "group.instance.id": args.instance,
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payments")
     parser.add_argument("--group")
     parser.add_argument("--instance")
+    parser.add_argument("--transactional-id", help="the pipeline's transactional id")
     parser.add_argument("--eos-sink", action="store_true")
     parser.add_argument("--crash-at")
     parser.add_argument("--pause-at", help="POINT:N: SIGSTOP this process there (a zombie)")

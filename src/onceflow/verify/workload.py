@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from onceflow.examples.orders import balances, ledger, make_orders
@@ -49,9 +56,28 @@ def admin_create_topic(bootstrap: str) -> CreateTopic:
     return create
 
 
-def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
-    """Every record of ``topic`` a ``isolation`` consumer sees, as [partition, offset,
-    write id, value id, key] rows: read until each position reaches the high watermark."""
+def history_row(message: Message) -> list[Any]:
+    """A record as the history's final reads list it: [partition, offset, write id,
+    value id, key]."""
+    value = message.value()
+    return [
+        message.partition(), message.offset(),
+        header(message.headers(), WRITE_ID_HEADER) or value_id(value),
+        value_id(value), message.key().decode() if message.key() else None,
+    ]  # fmt: skip
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    isolation: str,
+    *,
+    row: Callable[[Message], Any] = history_row,
+    deadline_seconds: float = READ_DEADLINE,
+) -> list[Any]:
+    """Every record of ``topic`` a ``isolation`` consumer sees, as ``row`` makes them
+    (by default ``history_row``): read until each position reaches the high watermark,
+    or raise TimeoutError after ``deadline_seconds``."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -61,7 +87,7 @@ def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
             "isolation.level": isolation,
         }
     )
-    rows: list[list[Any]] = []
+    rows: list[Any] = []
     try:
         metadata = consumer.list_topics(topic, timeout=READ_DEADLINE).topics[topic]
         if metadata.error is not None:
@@ -74,7 +100,7 @@ def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
         if not todo:
             return rows
         consumer.assign(todo)
-        deadline = time.monotonic() + READ_DEADLINE
+        deadline = time.monotonic() + deadline_seconds
         while time.monotonic() < deadline:
             positions = {tp.partition: tp.offset for tp in consumer.position(todo)}
             if all(positions[tp.partition] >= ends[tp.partition] for tp in todo):
@@ -85,15 +111,8 @@ def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                value = message.value()
-                rows.append(
-                    [
-                        message.partition(), message.offset(),
-                        header(message.headers(), WRITE_ID_HEADER) or value_id(value),
-                        value_id(value), message.key().decode() if message.key() else None,
-                    ]
-                )  # fmt: skip
-        raise TimeoutError(f"final read of {topic} did not reach {ends} in {READ_DEADLINE}s")
+                rows.append(row(message))
+        raise TimeoutError(f"final read of {topic} did not reach {ends} in {deadline_seconds}s")
     finally:
         consumer.close()
 
@@ -129,6 +148,9 @@ class Workload:
         self.input_topic = f"verify-{self.run_id}-orders"
         self.output_topic = f"verify-{self.run_id}-payments"
         self.group = f"verify-{self.run_id}-charger"
+        # One pipeline instance, restarted: every worker of the run shares its
+        # transactional id, so a successor's init_transactions fences its predecessor.
+        self.transactional_id = f"{self.group}-instance"
         self.db_path = self.workdir / "charges.db"
         self.order_list = make_orders(self.orders)
 
@@ -187,6 +209,7 @@ class Workload:
             "--bootstrap", self.client_bootstrap, "--db", str(self.db_path),
             "--source", self.input_topic, "--payments", self.output_topic,
             "--group", self.group, "--instance", f"{self.group}-{instance}",
+            "--transactional-id", self.transactional_id,
             "--idle", str(idle), "--max-seconds", str(PROCESS_TIMEOUT - 10),
             "--record-delay-ms", str(self.record_delay_ms),
         ]  # fmt: skip
