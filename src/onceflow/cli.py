@@ -267,10 +267,11 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     from onceflow.guarantees import Guarantee
     from onceflow.verify import faults as fault_registry
-    from onceflow.verify import report, verify
-    from onceflow.verify.matrix import plan, run_cells
+    from onceflow.verify import report
+    from onceflow.verify.matrix import plan, run_cells, verify_cell
     from onceflow.verify.outcome import exit_code
     from onceflow.verify.run import target_of
+    from onceflow.verify.sinks import SinkDatabases
 
     target = target_of(args.bootstrap)
     try:
@@ -281,15 +282,15 @@ def _run_verify(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     console = Console(stderr=args.json)
     cells = plan(guarantees, args.fault, target)
-    results = run_cells(
-        cells,
-        lambda cell, step: verify(
-            cell.guarantee, list(cell.faults), orders=args.orders, bootstrap=args.bootstrap,
-            progress=step,
-        ),
-        console,
-        parallel=args.parallel,
-    )  # fmt: skip
+    with SinkDatabases() as databases:
+        results = run_cells(
+            cells,
+            lambda cell, step: verify_cell(
+                cell, step, databases, orders=args.orders, bootstrap=args.bootstrap
+            ),
+            console,
+            parallel=args.parallel,
+        )
     if args.json:
         print(report.to_json(results))
     else:

@@ -76,15 +76,17 @@ def test_correct_at_least_once_loop_passes_every_fault(tmp_path: Path) -> None:
 
 
 def test_correct_exactly_once_loop_passes(tmp_path: Path) -> None:
-    # One instance and no network cut: with two instances, or after a cut, the plain
+    # One instance and no network faults: with two instances, or after a cut, the plain
     # loop can block in send_offsets_to_transaction past its timeout (the embedded
     # broker answers TxnOffsetCommit REBALANCE_IN_PROGRESS while the group completes a
     # rebalance, which Kafka does not; librdkafka retries it while the loop cannot
     # rejoin). The verifier reports that as inconclusive: the program did not finish.
+    # (Lost produce responses are left out too: one instance's few produce requests
+    # may all pass before the fault is armed, which makes the run inconclusive.)
     result = verify_program(
         example("kafka_exactly_once", instances=1), Guarantee.EXACTLY_ONCE, seed=SEED,
         inputs=INPUTS, kills=3, workdir=tmp_path,
-        faults=[INSTANCE_KILL, INSTANCE_PAUSE, "broker-kill", "lost-produce-response"],
+        faults=[INSTANCE_KILL, INSTANCE_PAUSE, "broker-kill"],
     )  # fmt: skip
     assert result.outcome is Outcome.PASS, result.to_json()
     assert result.findings.lost == set() and result.findings.duplicated == set()
@@ -103,7 +105,7 @@ def test_broken_loops_are_flagged(
     name: str, guarantee: Guarantee, anomaly: str, tmp_path: Path
 ) -> None:
     result = verify_program(
-        example(name), guarantee, seed=SEED, inputs=INPUTS, kills=3, faults=[INSTANCE_KILL],
+        example(name), guarantee, seed=SEED, inputs=INPUTS, kills=4, faults=[INSTANCE_KILL],
         workdir=tmp_path,
     )  # fmt: skip
     assert result.outcome is Outcome.FAIL, result.to_json()

@@ -26,7 +26,6 @@ import random
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -48,7 +47,7 @@ from onceflow.verify.faults import FaultContext, Target
 from onceflow.verify.proxy import KafkaProxy
 from onceflow.verify.recording import header
 from onceflow.verify.run import Result, target_of
-from onceflow.verify.workload import admin_create_topic, read_all
+from onceflow.verify.workload import admin_create_topic, open_database, read_all
 
 PARTITIONS = 2
 DEFAULT_INPUTS = 300
@@ -308,16 +307,12 @@ def _output_key(key_header: str | None) -> Any:
 
 
 def _query(sql: str, dsn: str) -> list[str]:
-    """The first column of ``sql``'s rows, on SQLite (a path or sqlite:///path) or
-    PostgreSQL (a postgresql:// URL)."""
-    if dsn.startswith(("postgres://", "postgresql://")):
-        import psycopg
-
-        with psycopg.connect(dsn) as connection:
-            return [str(row[0]) for row in connection.execute(sql).fetchall()]
-    path = dsn.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as connection:
-        return [str(row[0]) for row in connection.execute(sql).fetchall()]
+    """The first column of ``sql``'s rows, on SQLite (a path) or PostgreSQL."""
+    database = open_database(dsn)
+    try:
+        return [str(row[0]) for row in database.query(sql)]
+    finally:
+        database.close()
 
 
 def judge(

@@ -12,6 +12,7 @@ from rich.table import Table
 from onceflow.verify.checker import KINDS
 from onceflow.verify.matrix import STYLE
 from onceflow.verify.run import Result
+from onceflow.verify.timeline import timeline
 
 # The longest guarantee and fault names: their columns are never narrower, so no name
 # is ever cut (the table still fits 80 columns).
@@ -24,7 +25,8 @@ def _yes_no(value: bool | None) -> str:
 
 
 def _faults(result: Result) -> str:
-    return ", ".join(result.faults) or "none (smoke test)"
+    names = ", ".join(result.faults) or "none (smoke test)"
+    return f"{names}, {result.sink} sink" if result.sink else names
 
 
 def results_table(results: Sequence[Result], title: str = "onceflow verify") -> Table:
@@ -97,7 +99,9 @@ def chart(results: Sequence[Result], path: Path) -> Path:
 
 
 def markdown(results: Sequence[Result], directory: Path) -> Path:
-    """Write ``report.md`` and ``lost-duplicated.png`` into ``directory``."""
+    """Write ``report.md``, ``lost-duplicated.png`` and a ``timeline-N.png`` per run
+    (input and output rates, faults, first sends of lost and duplicated orders) into
+    ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     image = chart(results, directory / "lost-duplicated.png")
     lines = [
@@ -132,9 +136,12 @@ def markdown(results: Sequence[Result], directory: Path) -> Path:
             + " |"
         )
     lines += ["", "## What each run did", ""]
-    for r in results:
+    for index, r in enumerate(results, start=1):
         lines.append(f"### {r.guarantee.value} under {_faults(r)} ({r.seconds:.1f} s)")
         lines.append("")
+        drawn = timeline(r, directory / f"timeline-{index}.png")
+        if drawn is not None:
+            lines += [f"![timeline of run {index}]({drawn.name})", ""]
         lines += [f"- {note}" for note in r.notes] or ["- no notes"]
         for anomaly in r.findings.anomalies[:5]:
             lines.append(f"- {anomaly.kind}: {anomaly.subject}: {anomaly.detail}")

@@ -50,6 +50,8 @@ RECORD_DELAY_MS = 4.0  # pace of the last worker when live faults must land mid-
 # must expire first.
 TAKEOVER_SECONDS = 45.0
 Progress = Callable[[str, int, int], None]
+# What librdkafka calls a producer fenced by a newer one with its transactional id.
+FENCED = "_FENCED"
 
 
 class RunError(RuntimeError):
@@ -71,6 +73,9 @@ class Result:
     history: list[Event] = field(default_factory=list, repr=False)
     #: Why the run cannot vouch for the guarantee (empty: it can).
     inconclusive: list[str] = field(default_factory=list)
+    #: The exactly-once database sink the payments went to ("sqlite", "postgresql"),
+    #: or None: the payments topic (and the idempotent SQLite sink).
+    sink: str | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -97,6 +102,7 @@ class Result:
         return {
             "guarantee": self.guarantee.value,
             "faults": list(self.faults),
+            "sink": self.sink,
             "target": self.target,
             "ok": self.ok,
             "verdict": self.outcome.value,
@@ -170,6 +176,17 @@ class _Run:
         """Note something that makes the run inconclusive."""
         self.note(fault, detail)
         self.doubts.append(f"{fault}: {detail}")
+
+    def worker_failed(self, proc: str, code: int) -> None:
+        """A worker that died of an error makes the run inconclusive, unless it was
+        fenced: then its death is the injected fault's doing (the zombie and its
+        successor share a transactional id, and whichever is older is fenced)."""
+        log = self.workload.log_tail(proc, chars=100_000)
+        detail = f"{proc} exited {code}: {_last_line(log)}"
+        if FENCED in log:
+            self.note("worker-fenced", detail)
+        else:
+            self.doubt("worker-failure", detail)
 
     def missed_faults(self) -> None:
         """Doubt every fault that, asked after the run, says it did not land."""
@@ -250,7 +267,6 @@ class _Run:
 
     def stop_others(self) -> None:
         """SIGTERM (by PID) the other workers still running; an error exit is noted."""
-        w = self.workload
         for proc, process in self.others:
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)  # a stopped process cannot act on TERM
@@ -260,8 +276,7 @@ class _Run:
             except subprocess.TimeoutExpired:
                 code = -signal.SIGKILL
             if code not in (0, -signal.SIGTERM):
-                self.doubt("worker-failure", f"{proc} exited {code}: "
-                           f"{_last_line(w.log_tail(proc))}")  # fmt: skip
+                self.worker_failed(proc, code)
         self.others.clear()
 
     def kill_others(self) -> None:
@@ -322,7 +337,7 @@ class _Run:
                 return
             # A supervisor restarts a worker that died of an error; the history shows
             # whether the restart kept the guarantee.
-            self.doubt("worker-failure", f"{proc} exited {code}: {_last_line(w.log_tail(proc))}")
+            self.worker_failed(proc, code)
             if attempt < WORKER_RESTARTS:
                 proc, process = w.start_processor(idle=WORKER_IDLE)
         notes = "\n".join(self.notes)
@@ -358,6 +373,7 @@ def verify(
     bootstrap: str | None = None,
     create_topic: CreateTopic | None = None,
     eos_sink: bool = False,
+    database_url: str | None = None,
     workdir: Path | None = None,
     progress: Progress | None = None,
 ) -> Result:
@@ -368,11 +384,14 @@ def verify(
     only target that faults needing ``broker-process`` accept). ``create_topic`` makes
     a topic on targets without the CreateTopics API (librdkafka's mock cluster).
     ``eos_sink`` (exactly-once only) charges into the exactly-once database sink
-    instead of the payments topic. ``workdir`` keeps the histories, logs and database
-    there; by default they go to a temporary directory that is removed. A run that
+    instead of the payments topic; ``database_url`` (postgresql://) puts the pipeline's
+    database on PostgreSQL instead of a SQLite file. ``workdir`` keeps the histories,
+    logs and database there; by default they go to a temporary directory that is
+    removed. A run that
     breaks (a worker hung, a fault could not be set up) comes back inconclusive.
     """
     target = target_of(bootstrap)
+    sink = ("postgresql" if database_url else "sqlite") if eos_sink else None
     chosen = fault_registry.parse(faults, target) if faults else []
     names = tuple(f.name for f in chosen)
     started = time.monotonic()
@@ -394,6 +413,7 @@ def verify(
         )
         workload = Workload(
             guarantee, orders, root, proxy.bootstrap, direct, eos_sink=eos_sink,
+            database_url=database_url,
             record_delay_ms=RECORD_DELAY_MS if paced else 0.0,
         )  # fmt: skip
         run = _Run(workload, chosen, FaultContext(proxy, broker), progress)
@@ -415,7 +435,7 @@ def verify(
             return Result(
                 guarantee, names, target.name, empty, verdict(guarantee, empty),
                 time.monotonic() - started, run.notes,
-                inconclusive=[*run.doubts, f"the workload did not finish: {first}"],
+                inconclusive=[*run.doubts, f"the workload did not finish: {first}"], sink=sink,
             )  # fmt: skip
         run.advance("checking")
         run.missed_faults()
@@ -428,7 +448,7 @@ def verify(
         findings = check(events)
         return Result(
             guarantee, names, target.name, findings, verdict(guarantee, findings),
-            time.monotonic() - started, run.notes, events, inconclusive=run.doubts,
+            time.monotonic() - started, run.notes, events, inconclusive=run.doubts, sink=sink,
         )  # fmt: skip
     finally:
         if run is not None:

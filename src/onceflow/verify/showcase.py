@@ -12,10 +12,11 @@ from rich.table import Table
 
 from onceflow.guarantees import Guarantee
 from onceflow.verify.faults import EMBEDDED, FAULTS
-from onceflow.verify.matrix import STYLE, Cell, plan, run_cells
+from onceflow.verify.matrix import STYLE, Cell, plan, run_cells, verify_cell
 from onceflow.verify.outcome import exit_code
 from onceflow.verify.report import FAULT_WIDTH, GUARANTEE_WIDTH
-from onceflow.verify.run import Result, verify
+from onceflow.verify.run import Result
+from onceflow.verify.sinks import SinkDatabases
 
 SHOWCASE_ORDERS = 300
 # Three guarantee columns beside the fault column, borders and padding in 80 columns.
@@ -46,14 +47,17 @@ def matrix(results: dict[Cell, Result]) -> Table:
             f"{guarantee.value}\n[dim]{EXPECTED[guarantee]}[/dim]",
             min_width=GUARANTEE_WIDTH, max_width=GUARANTEE_COLUMN,
         )  # fmt: skip
-    faults = sorted(
-        {cell.faults for cell in results}, key=lambda names: list(FAULTS).index(names[0])
+    rows = sorted(
+        {(cell.faults, cell.sink) for cell in results},
+        key=lambda row: (row[1] or "", list(FAULTS).index(row[0][0])),
     )
-    for names in faults:
+    for names, sink in rows:
         (name,) = names
+        where = f"[bold]{sink} sink[/bold]\n" if sink else ""
+        cells = [results.get(Cell(g, names, sink)) for g in Guarantee]
         table.add_row(
-            f"{name}\n[dim]{FAULTS[name].description}[/dim]",
-            *(_cell(results[Cell(g, names)]) for g in Guarantee),
+            f"{name}\n{where}[dim]{FAULTS[name].description}[/dim]",
+            *("-" if cell is None else _cell(cell) for cell in cells),
         )
     return table
 
@@ -63,10 +67,9 @@ def showcase(console: Console | None = None, *, orders: int = SHOWCASE_ORDERS) -
     verdicts (0 pass, 1 a run failed, 2 a run was inconclusive)."""
     console = console or Console()
     cells = plan(list(Guarantee), [], EMBEDDED)
-    results = run_cells(
-        cells,
-        lambda cell, step: verify(cell.guarantee, list(cell.faults), orders=orders, progress=step),
-        console,
-    )
+    with SinkDatabases() as databases:
+        results = run_cells(
+            cells, lambda cell, step: verify_cell(cell, step, databases, orders=orders), console
+        )
     console.print(matrix(dict(zip(cells, results, strict=True))))
     return exit_code(r.outcome for r in results)

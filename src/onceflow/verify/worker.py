@@ -28,10 +28,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from onceflow.examples.orders import build_runner, make_orders
 from onceflow.guarantees import Guarantee, producer_config
-from onceflow.processing import Record, SqliteDatabase
+from onceflow.processing import Record
 from onceflow.processing.runner import ProcessFn
 from onceflow.verify.history import Recorder
 from onceflow.verify.recording import RecordingConsumer, RecordingProducer, RecordingRunner
+from onceflow.verify.workload import open_database
 
 SESSION_TIMEOUT_MS = 6000
 TRANSACTION_TIMEOUT_MS = 10000
@@ -187,7 +188,7 @@ def run_processor(args: argparse.Namespace, recorder: Recorder) -> int:
     runner: RecordingRunner = build_runner(  # type: ignore[assignment]
         args.bootstrap,
         guarantee,
-        SqliteDatabase(args.db),
+        open_database(args.db),
         exactly_once_sink=args.eos_sink,
         group=args.group,
         payments_topic=args.payments,
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--send", help="JSON file: indices of the orders to send")
     parser.add_argument("--tid", help="transactional id of the order producer")
     parser.add_argument("--crash-after", type=int, default=0)
-    parser.add_argument("--db")
+    parser.add_argument("--db", help="a SQLite file or a postgresql:// URL")
     parser.add_argument("--source")
     parser.add_argument("--payments")
     parser.add_argument("--group")

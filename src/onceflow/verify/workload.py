@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from onceflow.examples.orders import balances, ledger, make_orders
 from onceflow.guarantees import Guarantee
-from onceflow.processing import SqliteDatabase
+from onceflow.processing import Database, PostgresDatabase, SqliteDatabase
 from onceflow.verify.history import WRITE_ID_HEADER, Event, Recorder, load
 from onceflow.verify.recording import header, value_id
 
@@ -117,6 +117,14 @@ def read_all(
         consumer.close()
 
 
+def open_database(location: str) -> Database:
+    """PostgreSQL for a postgresql:// URL or a libpq conninfo string (``dbname=...``),
+    else the SQLite file at ``location``."""
+    if location.startswith(("postgres://", "postgresql://")) or "dbname=" in location:
+        return PostgresDatabase(location)
+    return SqliteDatabase(location)
+
+
 def count_events(path: Path, kind: str) -> int:
     if not path.exists():
         return 0
@@ -137,6 +145,8 @@ class Workload:
     client_bootstrap: str
     direct_bootstrap: str
     eos_sink: bool = False
+    #: A PostgreSQL URL for the pipeline's database; None: a SQLite file in ``workdir``.
+    database_url: str | None = None
     run_id: str = field(default_factory=lambda: f"{time.time_ns():x}")
     record_delay_ms: float = 0.0
     _procs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -152,6 +162,7 @@ class Workload:
         # transactional id, so a successor's init_transactions fences its predecessor.
         self.transactional_id = f"{self.group}-instance"
         self.db_path = self.workdir / "charges.db"
+        self.database = self.database_url or str(self.db_path)
         self.order_list = make_orders(self.orders)
 
     # -- setup ---------------------------------------------------------------------------
@@ -206,7 +217,7 @@ class Workload:
         """Start one pipeline worker; (its name, the process)."""
         proc = f"processor-{next(self._procs)}"
         args = [
-            "--bootstrap", self.client_bootstrap, "--db", str(self.db_path),
+            "--bootstrap", self.client_bootstrap, "--db", self.database,
             "--source", self.input_topic, "--payments", self.output_topic,
             "--group", self.group, "--instance", f"{self.group}-{instance}",
             "--transactional-id", self.transactional_id,
@@ -251,8 +262,8 @@ class Workload:
             for isolation in ("read_committed", "read_uncommitted"):
                 rows = read_all(self.direct_bootstrap, topic, isolation)
                 self.recorder.record("final_read", isolation=isolation, topic=topic, records=rows)
-        if self.db_path.exists():
-            db = SqliteDatabase(self.db_path)
+        if self.database_url or self.db_path.exists():
+            db = open_database(self.database)
             try:
                 self.recorder.record("db_state", ledger=ledger(db), balances=balances(db))
             finally:
@@ -273,9 +284,9 @@ class Workload:
         """The pipeline's committed input positions (in the database for the
         exactly-once sink, in the group otherwise); empty when unreachable."""
         if self.eos_sink:
-            if not self.db_path.exists():
+            if not (self.database_url or self.db_path.exists()):
                 return {}
-            db = SqliteDatabase(self.db_path)
+            db = open_database(self.database)
             try:
                 rows = db.query(
                     "SELECT part, next_offset FROM onceflow_offsets WHERE grp = ? AND topic = ?",
