@@ -59,9 +59,12 @@ def test_a_new_fault_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_without_faults_each_applicable_fault_gets_its_own_run() -> None:
-    cells = plan([Guarantee.EXACTLY_ONCE], [], EMBEDDED)
-    assert cells == [Cell(Guarantee.EXACTLY_ONCE, (f.name,)) for f in faults.applicable(EMBEDDED)]
+    cells = plan([Guarantee.AT_LEAST_ONCE], [], EMBEDDED)
+    assert cells == [Cell(Guarantee.AT_LEAST_ONCE, (f.name,)) for f in faults.applicable(EMBEDDED)]
     assert len(cells) >= 8
+    # Exactly once also runs the zombie against the exactly-once database sinks.
+    sinks = [c for c in plan([Guarantee.EXACTLY_ONCE], [], EMBEDDED) if c.sink]
+    assert sinks == [Cell(Guarantee.EXACTLY_ONCE, ("zombie",), s) for s in ("sqlite", "postgresql")]
     assert plan([Guarantee.AT_MOST_ONCE], ["none"], EMBEDDED) == [Cell(Guarantee.AT_MOST_ONCE, ())]
     assert plan(list(Guarantee), ["zombie", "network-cut"], EMBEDDED)[2].faults == (
         "zombie", "network-cut",
