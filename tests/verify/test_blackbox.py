@@ -15,10 +15,19 @@ from pathlib import Path
 import pytest
 
 from onceflow.guarantees import Guarantee
+from onceflow.testing.postgres import PostgresServer
 from onceflow.verify import checker
-from onceflow.verify.blackbox import INSTANCE_KILL, INSTANCE_PAUSE, Program, judge, verify_program
+from onceflow.verify.blackbox import (
+    INSTANCE_KILL,
+    INSTANCE_PAUSE,
+    Program,
+    judge,
+    query_keys,
+    verify_program,
+)
 from onceflow.verify.checker import verdict
 from onceflow.verify.outcome import Outcome
+from onceflow.verify.workload import open_database
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEED = 7
@@ -110,3 +119,22 @@ def test_broken_loops_are_flagged(
     )  # fmt: skip
     assert result.outcome is Outcome.FAIL, result.to_json()
     assert anomaly in result.verdict.violations, result.to_json()
+
+
+def test_sql_keys_are_read_from_sqlite_and_postgresql(tmp_path: Path) -> None:
+    sqlite_file = tmp_path / "applied.db"
+    server = PostgresServer.create().start()
+    try:
+        for location in (str(sqlite_file), server.new_database()):
+            database = open_database(location)
+            database.execute("CREATE TABLE applied (input_key TEXT)")
+            for key in ("a", "a", "b"):
+                database.execute("INSERT INTO applied VALUES (?)", (key,))
+            database.close()
+            applied = query_keys("SELECT input_key FROM applied", location)
+            assert sorted(applied) == ["a", "a", "b"]
+            findings = judge(["a", "b", "c"], [], ["a", "b", "c"], applied_keys=applied)
+            assert findings.count(checker.DUPLICATE_APPLICATION) == 1
+            assert findings.lost == {"c"}  # never applied in the database
+    finally:
+        server.stop()

@@ -26,11 +26,13 @@ import random
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from confluent_kafka.admin import AdminClient
 
 from onceflow.guarantees import Guarantee
+from onceflow.processing import PostgresDatabase
 from onceflow.testing import BrokerProcess
 from onceflow.verify import checker
 from onceflow.verify import faults as fault_registry
@@ -47,7 +50,7 @@ from onceflow.verify.faults import FaultContext, Target
 from onceflow.verify.proxy import KafkaProxy
 from onceflow.verify.recording import header
 from onceflow.verify.run import Result, target_of
-from onceflow.verify.workload import admin_create_topic, open_database, read_all
+from onceflow.verify.workload import admin_create_topic, is_postgres, read_all
 
 PARTITIONS = 2
 DEFAULT_INPUTS = 300
@@ -306,13 +309,17 @@ def _output_key(key_header: str | None) -> Any:
     return key
 
 
-def _query(sql: str, dsn: str) -> list[str]:
-    """The first column of ``sql``'s rows, on SQLite (a path) or PostgreSQL."""
-    database = open_database(dsn)
-    try:
-        return [str(row[0]) for row in database.query(sql)]
-    finally:
-        database.close()
+def query_keys(sql: str, dsn: str) -> list[str]:
+    """The first column of ``sql``'s rows, on PostgreSQL (a URL or conninfo string) or
+    SQLite (a path, opened read-only: the program's database is left as it is)."""
+    if is_postgres(dsn):
+        database = PostgresDatabase(dsn)
+        try:
+            return [str(row[0]) for row in database.query(sql)]
+        finally:
+            database.close()
+    with closing(sqlite3.connect(f"file:{dsn}?mode=ro", uri=True)) as connection:
+        return [str(row[0]) for row in connection.execute(sql).fetchall()]
 
 
 def judge(
@@ -472,7 +479,7 @@ def verify_program(
         except TimeoutError as exc:
             doubts.append(f"the output never settled: {exc}")
             output = []
-        applied = _query(program.sql, program.dsn) if program.sql and program.dsn else None
+        applied = query_keys(program.sql, program.dsn) if program.sql and program.dsn else None
         # Inputs past the program's committed positions were never claimed done: if
         # they are missing the program did not finish, which is not loss.
         unclaimed = {

@@ -117,10 +117,15 @@ def read_all(
         consumer.close()
 
 
+def is_postgres(location: str) -> bool:
+    """Whether ``location`` names a PostgreSQL database (URL or conninfo) or a file."""
+    return location.startswith(("postgres://", "postgresql://")) or "dbname=" in location
+
+
 def open_database(location: str) -> Database:
     """PostgreSQL for a postgresql:// URL or a libpq conninfo string (``dbname=...``),
     else the SQLite file at ``location``."""
-    if location.startswith(("postgres://", "postgresql://")) or "dbname=" in location:
+    if is_postgres(location):
         return PostgresDatabase(location)
     return SqliteDatabase(location)
 
