@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--fault", action="append", default=[], help="inject these faults together in one "
         "run per guarantee (repeatable; default: each applicable fault in a run of its "
-        f"own; {NO_FAULT}: a fault-free smoke test): {', '.join(FAULTS)}",
+        f"own; {NO_FAULT}: a fault-free smoke test): {', '.join(FAULTS)}; with --command: "
+        "instance-kill, instance-pause, lost-produce-response, network-cut, broker-kill",
     )  # fmt: skip
     verify.add_argument("--parallel", type=_positive, default=2, help="runs at a time (default 2)")
     verify.add_argument("--orders", type=_positive, default=400, help="orders to charge")
