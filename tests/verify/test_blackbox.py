@@ -77,7 +77,7 @@ def test_correct_at_least_once_loop_passes_every_fault(tmp_path: Path) -> None:
     )  # fmt: skip
     assert f"seed {SEED}" in done.stderr
     (run,) = json.loads(done.stdout)["runs"]
-    assert done.returncode == 0, run
+    assert done.returncode == 0, (run["inconclusive"], run["notes"], run["examples"])
     assert run["verdict"] == "pass" and run["lost"] == 0 and run["orders"] == INPUTS
     faults = " ".join(run["faults"])
     for fault in (INSTANCE_KILL, INSTANCE_PAUSE, "broker-kill", "network-cut"):

@@ -59,7 +59,10 @@ DEFAULT_PAUSE_SECONDS = 10.0
 ABORTED_PER_CHUNK = 3
 RESTART_DELAY = 0.3  # a supervisor's restart is quick, not instant
 FIRST_OUTPUT_SECONDS = 60.0  # bound on the program's start-up (group join included)
-QUIET_SECONDS = 5.0  # output not growing this long after the last chunk: it is done
+# Output not growing this long after the last chunk: the program is done. Longer than
+# a session timeout plus a rejoin, so a program still recovering from the last fault
+# (under load) is not taken for finished.
+QUIET_SECONDS = 12.0
 FINISH_SECONDS = 90.0
 STOP_SECONDS = 15.0
 UNEXPECTED_RESTARTS = 5  # restarts of instances that died by themselves
