@@ -229,7 +229,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         from onceflow.verify import showcase
 
         console.rule("the same pipeline under injected faults")
-        status = max(status, showcase(console))
+        matrix = showcase(console)
+        # A failure (1) outranks an inconclusive run (2).
+        status = 1 if 1 in (status, matrix) else max(status, matrix)
     return status
 
 
