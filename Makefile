@@ -45,12 +45,12 @@ demo-kafka: $(STAMP) $(KAFKA_STAMP)
 	$(PY) -m onceflow replication
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests bench
-	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench examples
+	$(VENV)/bin/ruff check --fix src tests bench examples
 
 test: lint system-packages $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) -m pytest

@@ -111,6 +111,7 @@ def test_one_value_at_two_offsets_is_a_duplicate() -> None:
     h = clean()
     rows = [[0, i, f"out-{o}", o, "k"] for i, o in enumerate(ORDERS)]
     rows.append([0, 3, "out-o2-again", "o2", "k"])
+    h.add("send", topic=OUT, id="out-o2-again", value_id="o2", key="k", txn=None)
     replace_final(h, OUT, "read_committed", rows)
     findings = check(h.events)
     assert findings.duplicated == {"o2"} and kinds(h) == {checker.DUPLICATE: 1}
@@ -222,3 +223,24 @@ def test_output_not_in_the_input_order_of_its_key() -> None:
 def test_safety_anomalies_fail_every_guarantee(kind: str) -> None:
     findings = checker.Findings(anomalies=[checker.Anomaly(kind, "x", "y")])
     assert not any(verdict(g, findings).ok for g in Guarantee)
+
+
+def _zombie_writes_visible(h: History, *, taken_over: bool) -> History:
+    h.add("txn_begin", tid="tid", instance="w-1", txn="t2")
+    h.add("send", topic=OUT, id="out-zombie", value_id="o9", key="k", txn="t2")
+    if taken_over:
+        h.add("txn_init", "w2", 2, tid="tid", instance="w2-1")
+    h.add("txn_commit_start", txn="t2")  # the commit's outcome is never recorded
+    rows = [[0, i, f"out-{o}", o, "k"] for i, o in enumerate(ORDERS)] + [
+        [0, 9, "out-zombie", "o9", "k"]
+    ]
+    replace_final(h, OUT, "read_committed", rows)
+    return h
+
+
+def test_writes_of_a_fenced_producer_visible_although_its_commit_never_returned() -> None:
+    assert kinds(_zombie_writes_visible(clean(), taken_over=True)) == {checker.FENCED_WRITE: 1}
+
+
+def test_writes_of_a_commit_whose_outcome_is_unknown_may_be_visible() -> None:
+    assert kinds(_zombie_writes_visible(clean(), taken_over=False)) == {}

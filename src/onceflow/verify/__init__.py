@@ -5,15 +5,16 @@
 """
 
 from onceflow.verify.checker import Anomaly, Findings, Verdict, check, verdict
-from onceflow.verify.faults import FAULTS, SHOWCASE_FAULTS
+from onceflow.verify.faults import FAULTS
+from onceflow.verify.outcome import Outcome
 from onceflow.verify.run import Result, RunError, verify
 from onceflow.verify.showcase import showcase
 
 __all__ = [
     "FAULTS",
-    "SHOWCASE_FAULTS",
     "Anomaly",
     "Findings",
+    "Outcome",
     "Result",
     "RunError",
     "Verdict",

@@ -10,7 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from onceflow.verify.checker import KINDS
+from onceflow.verify.matrix import STYLE
 from onceflow.verify.run import Result
+from onceflow.verify.timeline import timeline
+
+# The longest guarantee and fault names: their columns are never narrower, so no name
+# is ever cut (the table still fits 80 columns).
+GUARANTEE_WIDTH = len("at-least-once")
+FAULT_WIDTH = len("lost-produce-response")
 
 
 def _yes_no(value: bool | None) -> str:
@@ -18,35 +25,40 @@ def _yes_no(value: bool | None) -> str:
 
 
 def _faults(result: Result) -> str:
-    return ", ".join(result.faults) or "none"
+    names = ", ".join(result.faults) or "none (smoke test)"
+    return f"{names}, {result.sink} sink" if result.sink else names
 
 
 def results_table(results: Sequence[Result], title: str = "onceflow verify") -> Table:
-    """One row per run: orders lost, duplicated, balances, anomalies, verdict."""
+    """One row per run: orders lost and duplicated, other anomalies, verdict; at most
+    80 columns wide, guarantee and fault names whole (the reasons follow the table)."""
     table = Table(title=title)
-    for column in ("guarantee", "faults", "orders", "lost", "duplicated", "balances ok"):
-        table.add_column(column, justify="right" if column in ("orders", "lost") else "left")
-    table.add_column("other anomalies")
-    table.add_column("verdict")
+    table.add_column("guarantee", min_width=GUARANTEE_WIDTH, no_wrap=True)
+    table.add_column("faults", min_width=FAULT_WIDTH)
+    table.add_column("lost", justify="right")
+    table.add_column("dup", justify="right")
+    table.add_column("other", justify="right")
+    table.add_column("verdict", no_wrap=True)
     for r in results:
         f = r.findings
-        others = {k: n for k, n in f.counts().items() if n and k not in ("lost", "duplicate")}
+        others = sum(n for k, n in f.counts().items() if k not in ("lost", "duplicate"))
+        style = STYLE[r.outcome]
         table.add_row(
-            r.guarantee.value, _faults(r), str(f.orders), str(len(f.lost)),
-            str(len(f.duplicated)), _yes_no(f.balances_correct),
-            ", ".join(f"{n} {k}" for k, n in others.items()) or "-",
-            "[green]pass[/green]" if r.ok else f"[red]FAIL[/red] {r.verdict.summary()}",
+            r.guarantee.value, _faults(r).replace(", ", "\n"), str(len(f.lost)),
+            str(len(f.duplicated)), str(others), f"[{style}]{r.outcome.value}[/{style}]",
         )  # fmt: skip
     return table
 
 
 def print_results(console: Console, results: Sequence[Result]) -> None:
-    """The table, then the notes and first anomalies of every failed run."""
+    """The table, then why each run that did not pass did not, with its notes and
+    first violations."""
     console.print(results_table(results))
     for r in results:
         if r.ok:
             continue
-        console.print(f"[bold red]{r.guarantee.value} under {_faults(r)}: {r.verdict.summary()}")
+        style = STYLE[r.outcome]
+        console.print(f"[bold {style}]{r.guarantee.value} under {_faults(r)}: {r.summary()}")
         for note in r.notes:
             console.print(f"  fault  {note}")
         for anomaly in r.findings.anomalies[:10]:
@@ -87,7 +99,9 @@ def chart(results: Sequence[Result], path: Path) -> Path:
 
 
 def markdown(results: Sequence[Result], directory: Path) -> Path:
-    """Write ``report.md`` and ``lost-duplicated.png`` into ``directory``."""
+    """Write ``report.md``, ``lost-duplicated.png`` and a ``timeline-N.png`` per run
+    (input and output rates, faults, first sends of lost and duplicated orders) into
+    ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     image = chart(results, directory / "lost-duplicated.png")
     lines = [
@@ -109,7 +123,7 @@ def markdown(results: Sequence[Result], directory: Path) -> Path:
         lines.append(
             f"| {r.guarantee.value} | {_faults(r)} | {r.target} | {f.orders} | {len(f.lost)} "
             f"| {len(f.duplicated)} | {_yes_no(f.balances_correct)} "
-            f"| {'pass' if r.ok else 'FAIL: ' + r.verdict.summary()} |"
+            f"| {r.outcome.value}{'' if r.ok else ': ' + r.summary()} |"
         )
     lines += ["", "## Anomalies per run", ""]
     lines.append("| run | " + " | ".join(KINDS) + " |")
@@ -122,10 +136,13 @@ def markdown(results: Sequence[Result], directory: Path) -> Path:
             + " |"
         )
     lines += ["", "## What each run did", ""]
-    for r in results:
+    for index, r in enumerate(results, start=1):
         lines.append(f"### {r.guarantee.value} under {_faults(r)} ({r.seconds:.1f} s)")
         lines.append("")
-        lines += [f"- {note}" for note in r.notes] or ["- no faults"]
+        drawn = timeline(r, directory / f"timeline-{index}.png")
+        if drawn is not None:
+            lines += [f"![timeline of run {index}]({drawn.name})", ""]
+        lines += [f"- {note}" for note in r.notes] or ["- no notes"]
         for anomaly in r.findings.anomalies[:5]:
             lines.append(f"- {anomaly.kind}: {anomaly.subject}: {anomaly.detail}")
         lines.append("")

@@ -2,7 +2,9 @@
 
 ``verify(guarantee, faults)`` runs the order/payment pipeline against the embedded
 broker (or ``bootstrap``), with every client behind a ``KafkaProxy``, and returns a
-``Result`` with the checker's findings and the guarantee's verdict.
+``Result`` with the checker's findings, the guarantee's verdict and the run's outcome:
+pass, fail, or inconclusive when a fault did not land, the workload did not finish or a
+process died of something other than the injected fault.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from onceflow.testing import BrokerProcess
 from onceflow.verify import faults as fault_registry
 from onceflow.verify import history
 from onceflow.verify.checker import Findings, Verdict, check, verdict
-from onceflow.verify.faults import Fault, FaultContext, zombie_pause_point
+from onceflow.verify.faults import Fault, FaultContext, Target, zombie_pause_point
 from onceflow.verify.history import Event
+from onceflow.verify.outcome import Outcome, outcome_of
 from onceflow.verify.proxy import KafkaProxy
 from onceflow.verify.workload import (
     PROCESS_TIMEOUT,
@@ -47,10 +50,13 @@ RECORD_DELAY_MS = 4.0  # pace of the last worker when live faults must land mid-
 # must expire first.
 TAKEOVER_SECONDS = 45.0
 Progress = Callable[[str, int, int], None]
+# What librdkafka calls a producer fenced by a newer one with its transactional id.
+FENCED = "_FENCED"
 
 
 class RunError(RuntimeError):
-    """The run itself broke (a worker failed or hung), so nothing can be concluded."""
+    """The run itself broke (a worker failed or hung), so nothing can be concluded:
+    ``verify`` turns it into an inconclusive result."""
 
 
 @dataclass
@@ -65,10 +71,30 @@ class Result:
     seconds: float
     notes: list[str] = field(default_factory=list)
     history: list[Event] = field(default_factory=list, repr=False)
+    #: Why the run cannot vouch for the guarantee (empty: it can).
+    inconclusive: list[str] = field(default_factory=list)
+    #: The exactly-once database sink the payments went to ("sqlite", "postgresql"),
+    #: or None: the payments topic (and the idempotent SQLite sink).
+    sink: str | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(not self.verdict.ok, self.inconclusive)
 
     @property
     def ok(self) -> bool:
-        return self.verdict.ok
+        """Passed: no violation, and every fault landed on a run that finished."""
+        return self.outcome is Outcome.PASS
+
+    @property
+    def smoke_test(self) -> bool:
+        """No fault was injected (``--fault none``): only the set-up was exercised."""
+        return not self.faults
+
+    def summary(self) -> str:
+        if self.outcome is Outcome.INCONCLUSIVE:
+            return "inconclusive: " + "; ".join(self.inconclusive)
+        return self.verdict.summary()
 
     def to_json(self) -> dict[str, Any]:
         """The result as plain data (no history), for ``--json``."""
@@ -76,9 +102,13 @@ class Result:
         return {
             "guarantee": self.guarantee.value,
             "faults": list(self.faults),
+            "sink": self.sink,
             "target": self.target,
             "ok": self.ok,
-            "summary": self.verdict.summary(),
+            "verdict": self.outcome.value,
+            "smoke_test": self.smoke_test,
+            "summary": self.summary(),
+            "inconclusive": self.inconclusive,
             "seconds": round(self.seconds, 2),
             "orders": f.orders,
             "lost": len(f.lost),
@@ -126,6 +156,7 @@ class _Run:
         self.ctx = ctx
         self.progress = progress
         self.notes: list[str] = []
+        self.doubts: list[str] = []
         # Workers other than the last one that are still running (a resumed zombie).
         self.others: list[tuple[str, subprocess.Popen[str]]] = []
         crashes = sum(1 for f in faults if f.stage == "crash")
@@ -140,6 +171,29 @@ class _Run:
     def note(self, fault: str, detail: str) -> None:
         self.notes.append(f"{fault}: {detail}")
         self.workload.recorder.record("fault", name=fault, detail=detail)
+
+    def doubt(self, fault: str, detail: str) -> None:
+        """Note something that makes the run inconclusive."""
+        self.note(fault, detail)
+        self.doubts.append(f"{fault}: {detail}")
+
+    def worker_failed(self, proc: str, code: int) -> None:
+        """A worker that died of an error makes the run inconclusive, unless it was
+        fenced: then its death is the injected fault's doing (the zombie and its
+        successor share a transactional id, and whichever is older is fenced)."""
+        log = self.workload.log_tail(proc, chars=100_000)
+        detail = f"{proc} exited {code}: {_last_line(log)}"
+        if FENCED in log:
+            self.note("worker-fenced", detail)
+        else:
+            self.doubt("worker-failure", detail)
+
+    def missed_faults(self) -> None:
+        """Doubt every fault that, asked after the run, says it did not land."""
+        for fault in self.faults:
+            reason = fault.missed(self.ctx) if fault.missed is not None else None
+            if reason is not None:
+                self.doubt(fault.name, f"did not land: {reason}")
 
     def produce(self) -> None:
         w = self.workload
@@ -171,7 +225,7 @@ class _Run:
             if code == -signal.SIGKILL:
                 self.note(fault.name, f"{proc} killed at {point}")
             elif code == 0:
-                self.note(fault.name, f"{proc} never reached {point} (no work left)")
+                self.doubt(fault.name, f"did not land: {proc} never reached {point}")
             else:
                 raise RunError(f"{proc} failed (exit {code}):\n{w.log_tail(proc)}")
 
@@ -188,8 +242,10 @@ class _Run:
         if zombie.poll() is not None:
             raise RunError(f"{zproc} exited {zombie.returncode} before pausing at {point}:\n"
                            f"{w.log_tail(zproc)}")  # fmt: skip
-        # Another instance id: the same static member would fence the zombie's consumer
-        # outright, which is a different (easier) fault.
+        # The same transactional id (the run's one pipeline instance), so the successor's
+        # init_transactions fences the zombie's producer; another static member id, as
+        # the same one would fence the zombie's consumer outright, a different (easier)
+        # fault that needs no session timeout to pass.
         proc, process = w.start_processor(idle=WORKER_IDLE, instance="b")
         target = LIVE_FAULT_EVERY
         took_over = wait_for(
@@ -211,7 +267,6 @@ class _Run:
 
     def stop_others(self) -> None:
         """SIGTERM (by PID) the other workers still running; an error exit is noted."""
-        w = self.workload
         for proc, process in self.others:
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)  # a stopped process cannot act on TERM
@@ -221,8 +276,7 @@ class _Run:
             except subprocess.TimeoutExpired:
                 code = -signal.SIGKILL
             if code not in (0, -signal.SIGTERM):
-                self.note("worker-failure", f"{proc} exited {code}: "
-                          f"{_last_line(w.log_tail(proc))}")  # fmt: skip
+                self.worker_failed(proc, code)
         self.others.clear()
 
     def kill_others(self) -> None:
@@ -249,7 +303,7 @@ class _Run:
                 STOP_SECONDS,
             )
             if not reached or process.poll() is not None:
-                self.note(fault.name, f"not injected: {proc} did not reach {target} records")
+                self.doubt(fault.name, f"did not land: {proc} did not reach {target} records")
                 continue
             assert fault.inject is not None
             self.note(fault.name, f"while {proc} ran: {fault.inject(self.ctx)}")
@@ -283,7 +337,7 @@ class _Run:
                 return
             # A supervisor restarts a worker that died of an error; the history shows
             # whether the restart kept the guarantee.
-            self.note("worker-failure", f"{proc} exited {code}: {_last_line(w.log_tail(proc))}")
+            self.worker_failed(proc, code)
             if attempt < WORKER_RESTARTS:
                 proc, process = w.start_processor(idle=WORKER_IDLE)
         notes = "\n".join(self.notes)
@@ -304,6 +358,13 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
+def target_of(bootstrap: str | None) -> Target:
+    """The embedded broker (None) or the cluster at ``bootstrap``."""
+    return (
+        fault_registry.EMBEDDED if bootstrap is None else fault_registry.bootstrap_target(bootstrap)
+    )
+
+
 def verify(
     guarantee: Guarantee,
     faults: list[str],
@@ -312,19 +373,27 @@ def verify(
     bootstrap: str | None = None,
     create_topic: CreateTopic | None = None,
     eos_sink: bool = False,
+    database_url: str | None = None,
     workdir: Path | None = None,
     progress: Progress | None = None,
 ) -> Result:
     """Run the order/payment pipeline with ``guarantee`` under ``faults`` and check it.
 
-    Without ``bootstrap`` an embedded broker process is started (and is the only target
-    that ``broker-kill`` accepts). ``create_topic`` makes a topic on targets without
-    the CreateTopics API (librdkafka's mock cluster). ``eos_sink`` (exactly-once only)
-    charges into the exactly-once database sink instead of the payments topic.
-    ``workdir`` keeps the histories, logs and database there; by default they go to a
-    temporary directory that is removed.
+    ``faults`` are fault names (all in one run); ``["none"]`` or ``[]`` injects nothing
+    (a smoke test). Without ``bootstrap`` an embedded broker process is started (the
+    only target that faults needing ``broker-process`` accept). ``create_topic`` makes
+    a topic on targets without the CreateTopics API (librdkafka's mock cluster).
+    ``eos_sink`` (exactly-once only) charges into the exactly-once database sink
+    instead of the payments topic; ``database_url`` (postgresql://) puts the pipeline's
+    database on PostgreSQL instead of a SQLite file. ``workdir`` keeps the histories,
+    logs and database there; by default they go to a temporary directory that is
+    removed. A run that
+    breaks (a worker hung, a fault could not be set up) comes back inconclusive.
     """
-    chosen = fault_registry.parse(faults, embedded=bootstrap is None)
+    target = target_of(bootstrap)
+    sink = ("postgresql" if database_url else "sqlite") if eos_sink else None
+    chosen = fault_registry.parse(faults, target) if faults else []
+    names = tuple(f.name for f in chosen)
     started = time.monotonic()
     scratch = workdir is None
     root = Path(tempfile.mkdtemp(prefix="onceflow-verify-")) if workdir is None else workdir
@@ -344,18 +413,32 @@ def verify(
         )
         workload = Workload(
             guarantee, orders, root, proxy.bootstrap, direct, eos_sink=eos_sink,
+            database_url=database_url,
             record_delay_ms=RECORD_DELAY_MS if paced else 0.0,
         )  # fmt: skip
         run = _Run(workload, chosen, FaultContext(proxy, broker), progress)
-        run.advance("setting up")
-        workload.setup(create_topic or admin_create_topic(direct))
-        reader = workload.start_reader()
-        run.advance("producing orders")
-        run.produce()
-        run.crash_workers()
-        run.advance("processing")
-        run.last_worker()
+        if not chosen:
+            run.note("smoke-test", "no fault injected: only the set-up is checked")
+        try:
+            run.advance("setting up")
+            workload.setup(create_topic or admin_create_topic(direct))
+            reader = workload.start_reader()
+            run.advance("producing orders")
+            run.produce()
+            run.crash_workers()
+            run.advance("processing")
+            run.last_worker()
+        except RunError as exc:
+            first, _, rest = str(exc).partition("\n")
+            run.notes += [line for line in rest.splitlines() if line.strip()][-10:]
+            empty = Findings()
+            return Result(
+                guarantee, names, target.name, empty, verdict(guarantee, empty),
+                time.monotonic() - started, run.notes,
+                inconclusive=[*run.doubts, f"the workload did not finish: {first}"], sink=sink,
+            )  # fmt: skip
         run.advance("checking")
+        run.missed_faults()
         reader.send_signal(signal.SIGTERM)
         wait(reader, 30)
         workload.finish()
@@ -364,9 +447,8 @@ def verify(
         history.write(root / "history.jsonl", events)
         findings = check(events)
         return Result(
-            guarantee, tuple(f.name for f in chosen), "embedded" if broker else direct,
-            findings, verdict(guarantee, findings), time.monotonic() - started,
-            run.notes, events,
+            guarantee, names, target.name, findings, verdict(guarantee, findings),
+            time.monotonic() - started, run.notes, events, inconclusive=run.doubts, sink=sink,
         )  # fmt: skip
     finally:
         if run is not None:

@@ -29,10 +29,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from onceflow.client_logging import LIBRDKAFKA_LOGGER, client_config
 from onceflow.examples.orders import build_runner, make_orders
 from onceflow.guarantees import Guarantee, producer_config
-from onceflow.processing import Record, SqliteDatabase
+from onceflow.processing import Record
 from onceflow.processing.runner import ProcessFn
 from onceflow.verify.history import Recorder
 from onceflow.verify.recording import RecordingConsumer, RecordingProducer, RecordingRunner
+from onceflow.verify.workload import open_database
 
 SESSION_TIMEOUT_MS = 6000
 TRANSACTION_TIMEOUT_MS = 10000
@@ -188,7 +189,7 @@ def run_processor(args: argparse.Namespace, recorder: Recorder) -> int:
     runner: RecordingRunner = build_runner(  # type: ignore[assignment]
         args.bootstrap,
         guarantee,
-        SqliteDatabase(args.db),
+        open_database(args.db),
         exactly_once_sink=args.eos_sink,
         group=args.group,
         payments_topic=args.payments,
@@ -196,6 +197,9 @@ def run_processor(args: argparse.Namespace, recorder: Recorder) -> int:
         runner_class=functools.partial(RecordingRunner, recorder=recorder),
         commit_every=40,
         commit_interval_ms=200,
+        # Explicit, so every incarnation of the pipeline (a restart, the zombie's
+        # successor) has the transactional id a restarted production instance would.
+        transactional_id=args.transactional_id,
         consumer_overrides={
             # Static membership: a restarted worker takes its partitions back at once.
             "group.instance.id": args.instance,
@@ -254,11 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--send", help="JSON file: indices of the orders to send")
     parser.add_argument("--tid", help="transactional id of the order producer")
     parser.add_argument("--crash-after", type=int, default=0)
-    parser.add_argument("--db")
+    parser.add_argument("--db", help="a SQLite file or a postgresql:// URL")
     parser.add_argument("--source")
     parser.add_argument("--payments")
     parser.add_argument("--group")
     parser.add_argument("--instance")
+    parser.add_argument("--transactional-id", help="the pipeline's transactional id")
     parser.add_argument("--eos-sink", action="store_true")
     parser.add_argument("--crash-at")
     parser.add_argument("--pause-at", help="POINT:N: SIGSTOP this process there (a zombie)")

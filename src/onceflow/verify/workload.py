@@ -18,14 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import NewTopic
 
 from onceflow.client_logging import LIBRDKAFKA_LOGGER
 from onceflow.examples.orders import balances, ledger, make_orders
 from onceflow.guarantees import Guarantee
 from onceflow.kafka_admin import create_topics
-from onceflow.processing import SqliteDatabase
+from onceflow.processing import Database, PostgresDatabase, SqliteDatabase
 from onceflow.verify.history import WRITE_ID_HEADER, Event, Recorder, load
 from onceflow.verify.recording import header, value_id
 
@@ -49,9 +56,28 @@ def admin_create_topic(bootstrap: str) -> CreateTopic:
     return create
 
 
-def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
-    """Every record of ``topic`` a ``isolation`` consumer sees, as [partition, offset,
-    write id, value id, key] rows: read until each position reaches the high watermark."""
+def history_row(message: Message) -> list[Any]:
+    """A record as the history's final reads list it: [partition, offset, write id,
+    value id, key]."""
+    value = message.value()
+    return [
+        message.partition(), message.offset(),
+        header(message.headers(), WRITE_ID_HEADER) or value_id(value),
+        value_id(value), message.key().decode() if message.key() else None,
+    ]  # fmt: skip
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    isolation: str,
+    *,
+    row: Callable[[Message], Any] = history_row,
+    deadline_seconds: float = READ_DEADLINE,
+) -> list[Any]:
+    """Every record of ``topic`` a ``isolation`` consumer sees, as ``row`` makes them
+    (by default ``history_row``): read until each position reaches the high watermark,
+    or raise TimeoutError after ``deadline_seconds``."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -62,7 +88,7 @@ def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
             "isolation.level": isolation,
         }
     )
-    rows: list[list[Any]] = []
+    rows: list[Any] = []
     try:
         metadata = consumer.list_topics(topic, timeout=READ_DEADLINE).topics[topic]
         if metadata.error is not None:
@@ -75,7 +101,7 @@ def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
         if not todo:
             return rows
         consumer.assign(todo)
-        deadline = time.monotonic() + READ_DEADLINE
+        deadline = time.monotonic() + deadline_seconds
         while time.monotonic() < deadline:
             positions = {tp.partition: tp.offset for tp in consumer.position(todo)}
             if all(positions[tp.partition] >= ends[tp.partition] for tp in todo):
@@ -86,17 +112,23 @@ def read_all(bootstrap: str, topic: str, isolation: str) -> list[list[Any]]:
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                value = message.value()
-                rows.append(
-                    [
-                        message.partition(), message.offset(),
-                        header(message.headers(), WRITE_ID_HEADER) or value_id(value),
-                        value_id(value), message.key().decode() if message.key() else None,
-                    ]
-                )  # fmt: skip
-        raise TimeoutError(f"final read of {topic} did not reach {ends} in {READ_DEADLINE}s")
+                rows.append(row(message))
+        raise TimeoutError(f"final read of {topic} did not reach {ends} in {deadline_seconds}s")
     finally:
         consumer.close()
+
+
+def is_postgres(location: str) -> bool:
+    """Whether ``location`` names a PostgreSQL database (URL or conninfo) or a file."""
+    return location.startswith(("postgres://", "postgresql://")) or "dbname=" in location
+
+
+def open_database(location: str) -> Database:
+    """PostgreSQL for a postgresql:// URL or a libpq conninfo string (``dbname=...``),
+    else the SQLite file at ``location``."""
+    if is_postgres(location):
+        return PostgresDatabase(location)
+    return SqliteDatabase(location)
 
 
 def count_events(path: Path, kind: str) -> int:
@@ -119,6 +151,8 @@ class Workload:
     client_bootstrap: str
     direct_bootstrap: str
     eos_sink: bool = False
+    #: A PostgreSQL URL for the pipeline's database; None: a SQLite file in ``workdir``.
+    database_url: str | None = None
     run_id: str = field(default_factory=lambda: f"{time.time_ns():x}")
     record_delay_ms: float = 0.0
     _procs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -130,7 +164,11 @@ class Workload:
         self.input_topic = f"verify-{self.run_id}-orders"
         self.output_topic = f"verify-{self.run_id}-payments"
         self.group = f"verify-{self.run_id}-charger"
+        # One pipeline instance, restarted: every worker of the run shares its
+        # transactional id, so a successor's init_transactions fences its predecessor.
+        self.transactional_id = f"{self.group}-instance"
         self.db_path = self.workdir / "charges.db"
+        self.database = self.database_url or str(self.db_path)
         self.order_list = make_orders(self.orders)
 
     # -- setup ---------------------------------------------------------------------------
@@ -185,9 +223,10 @@ class Workload:
         """Start one pipeline worker; (its name, the process)."""
         proc = f"processor-{next(self._procs)}"
         args = [
-            "--bootstrap", self.client_bootstrap, "--db", str(self.db_path),
+            "--bootstrap", self.client_bootstrap, "--db", self.database,
             "--source", self.input_topic, "--payments", self.output_topic,
             "--group", self.group, "--instance", f"{self.group}-{instance}",
+            "--transactional-id", self.transactional_id,
             "--idle", str(idle), "--max-seconds", str(PROCESS_TIMEOUT - 10),
             "--record-delay-ms", str(self.record_delay_ms),
         ]  # fmt: skip
@@ -229,8 +268,8 @@ class Workload:
             for isolation in ("read_committed", "read_uncommitted"):
                 rows = read_all(self.direct_bootstrap, topic, isolation)
                 self.recorder.record("final_read", isolation=isolation, topic=topic, records=rows)
-        if self.db_path.exists():
-            db = SqliteDatabase(self.db_path)
+        if self.database_url or self.db_path.exists():
+            db = open_database(self.database)
             try:
                 self.recorder.record("db_state", ledger=ledger(db), balances=balances(db))
             finally:
@@ -251,9 +290,9 @@ class Workload:
         """The pipeline's committed input positions (in the database for the
         exactly-once sink, in the group otherwise); empty when unreachable."""
         if self.eos_sink:
-            if not self.db_path.exists():
+            if not (self.database_url or self.db_path.exists()):
                 return {}
-            db = SqliteDatabase(self.db_path)
+            db = open_database(self.database)
             try:
                 rows = db.query(
                     "SELECT part, next_offset FROM onceflow_offsets WHERE grp = ? AND topic = ?",

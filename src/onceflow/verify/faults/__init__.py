@@ -1,0 +1,38 @@
+"""The named faults a verify run can inject (see ``registry``).
+
+Process faults kill real OS processes with SIGKILL; network faults go through the
+``KafkaProxy`` in front of the broker, so they work against any Kafka; broker faults
+need a broker the verifier runs. Each module registers its faults on import; the
+registry's order (this import order) is the order a run applies them in.
+"""
+
+from onceflow.verify.faults import broker, network, process  # noqa: F401 - they register
+from onceflow.verify.faults.process import zombie_pause_point
+from onceflow.verify.faults.registry import (
+    EMBEDDED,
+    FAULTS,
+    NO_FAULT,
+    Capability,
+    Fault,
+    FaultContext,
+    Target,
+    applicable,
+    bootstrap_target,
+    parse,
+    register,
+)
+
+__all__ = [
+    "EMBEDDED",
+    "FAULTS",
+    "NO_FAULT",
+    "Capability",
+    "Fault",
+    "FaultContext",
+    "Target",
+    "applicable",
+    "bootstrap_target",
+    "parse",
+    "register",
+    "zombie_pause_point",
+]
