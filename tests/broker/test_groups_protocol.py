@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from group_wire import GroupClient
 from kio.schema.errors import ErrorCode
+from txn_wire import TxnProducer
 from wire import WireClient
 
 from onceflow.broker.config import BrokerConfig, FlushPolicy
@@ -294,3 +295,36 @@ def test_offsets_of_deleted_topics_are_dropped(tmp_path: Path) -> None:
             "the deleted topic's offsets to go",
         )
         assert client.committed("kept", 0) == 1
+
+
+def test_transactional_commit_is_taken_while_the_new_assignment_is_handed_out(
+    broker: BrokerThread,
+) -> None:
+    """As Kafka: a plain commit between JoinGroup and SyncGroup is REBALANCE_IN_PROGRESS,
+    a TxnOffsetCommit of the same member and generation is not (else a producer blocked
+    in send_offsets_to_transaction retries until it times out)."""
+    a = GroupClient(broker.bootstrap, "txn-g")
+    with a:
+        assert a.join().error_code == ErrorCode.none
+        assert a.sync({a.member_id: b""}).error_code == ErrorCode.none
+        b = GroupClient(broker.bootstrap, "txn-g")
+        with b:
+            b.member_id = b.receive_join(b.send_join()).member_id  # MEMBER_ID_REQUIRED
+            pending_b = b.send_join()
+            pending_a = a.send_join()
+            a.generation = a.receive_join(pending_a).generation_id
+            b.receive_join(pending_b)
+            # Both joined, nobody synced yet: the group is completing its rebalance.
+            assert a.commit({("t", 0): 3}) == {("t", 0): ErrorCode.rebalance_in_progress}
+            producer = TxnProducer(broker.bootstrap, "txn-g-producer")
+            try:
+                producer.add_offsets("txn-g")
+                response = producer.wire.request(
+                    producer.txn_offset_commit_request(
+                        "txn-g", {("t", 0): 3}, generation=a.generation, member_id=a.member_id
+                    )
+                )
+            finally:
+                producer.close()
+            codes = {p.error_code for t in response.topics for p in t.partitions}
+            assert codes == {ErrorCode.none}

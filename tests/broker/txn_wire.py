@@ -99,7 +99,15 @@ class TxnProducer:
         )
         assert response.error_code == ErrorCode.none, response
 
-    def txn_offset_commit_request(self, group: str, offsets: dict[tuple[str, int], int]) -> Any:
+    def txn_offset_commit_request(
+        self,
+        group: str,
+        offsets: dict[tuple[str, int], int],
+        *,
+        generation: int = -1,
+        member_id: str = "",
+    ) -> Any:
+        """TxnOffsetCommit v3, with the consumer's group metadata when given (KIP-447)."""
         m = request_module(TXN_OFFSET_COMMIT, 3)
         return build(
             m.TxnOffsetCommitRequest,
@@ -107,8 +115,8 @@ class TxnProducer:
             group_id=group,
             producer_id=self.producer_id,
             producer_epoch=self.epoch,
-            generation_id=-1,
-            member_id="",
+            generation_id=generation,
+            member_id=member_id,
             group_instance_id=None,
             topics=_commit_topics(
                 offsets, m.TxnOffsetCommitRequestTopic, m.TxnOffsetCommitRequestPartition

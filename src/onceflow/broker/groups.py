@@ -684,7 +684,13 @@ class GroupCoordinator:
         return errors, self.offsets.commit(group_id, accepted)
 
     def _check_commit(
-        self, group_id: str, generation: int, member_id: str, instance_id: str | None
+        self,
+        group_id: str,
+        generation: int,
+        member_id: str,
+        instance_id: str | None,
+        *,
+        transactional: bool = False,
     ) -> ErrorCode:
         if not group_id:
             return ErrorCode.invalid_group_id
@@ -705,7 +711,10 @@ class GroupCoordinator:
             return error
         if generation != group.generation:
             return ErrorCode.illegal_generation
-        if group.state is GroupState.COMPLETING_REBALANCE:
+        # Kafka refuses plain commits while the new assignment is being handed out, but
+        # not transactional ones: their generation was checked, and a producer blocked
+        # in send_offsets_to_transaction would otherwise retry until it times out.
+        if group.state is GroupState.COMPLETING_REBALANCE and not transactional:
             return ErrorCode.rebalance_in_progress
         # Commits in PreparingRebalance are allowed: members commit before they rejoin.
         self._touch(group, group.members[member_id])
@@ -807,7 +816,7 @@ class GroupCoordinator:
         must be a current member of the current generation. Older requests carry none."""
         if generation < 0 and not member_id and instance_id is None:
             return ErrorCode.none
-        return self._check_commit(group_id, generation, member_id, instance_id)
+        return self._check_commit(group_id, generation, member_id, instance_id, transactional=True)
 
     def commit_transactional_offsets(
         self, group_id: str, offsets: dict[TopicPartition, tuple[int, int, str | None]]
