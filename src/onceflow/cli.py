@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from onceflow import commands as operator_commands
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
@@ -195,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--bootstrap", help="a Kafka-compatible cluster instead of the embedded one"
     )
+    verify.add_argument(
+        "--kafka-nodes",
+        type=_positive,
+        metavar="N",
+        help="start an Apache Kafka cluster of N nodes (real JVMs: a JDK and the jars of "
+        "`make kafka`) and verify on it, leader and coordinator kills included",
+    )
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.add_argument("--report", type=Path, help="write report.md and a PNG chart here")
     program = verify.add_argument_group(
@@ -330,6 +339,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from onceflow.guarantees import Guarantee
+    from onceflow.testing.kafka import KafkaNotAvailable, KafkaStartError, temporary_cluster
     from onceflow.verify import faults as fault_registry
     from onceflow.verify import report
     from onceflow.verify.matrix import plan, run_cells, verify_cell
@@ -337,7 +347,14 @@ def _run_verify(args: argparse.Namespace) -> int:
     from onceflow.verify.run import target_of
     from onceflow.verify.sinks import SinkDatabases
 
-    target = target_of(args.bootstrap)
+    if args.kafka_nodes and args.bootstrap:
+        print("onceflow verify: --kafka-nodes and --bootstrap exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    target = (
+        fault_registry.cluster_target(args.kafka_nodes)
+        if args.kafka_nodes
+        else target_of(args.bootstrap)
+    )
     try:
         guarantees = [Guarantee.parse(g) for g in args.guarantee or [g.value for g in Guarantee]]
         fault_registry.parse(args.fault, target)
@@ -346,14 +363,24 @@ def _run_verify(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     console = Console(stderr=args.json)
     cells = plan(guarantees, args.fault, target)
-    with SinkDatabases() as databases:
+    with contextlib.ExitStack() as stack:
+        options: dict[str, Any] = {"orders": args.orders, "bootstrap": args.bootstrap}
+        parallel = args.parallel
+        if args.kafka_nodes:
+            try:
+                with console.status(f"starting a {args.kafka_nodes}-node Apache Kafka cluster"):
+                    cluster = stack.enter_context(temporary_cluster(args.kafka_nodes))
+            except (KafkaNotAvailable, KafkaStartError) as exc:
+                print(f"onceflow verify: {str(exc).splitlines()[0]}", file=sys.stderr)
+                return EXIT_USAGE
+            # One run at a time: a node killed for one run would be a fault in the other.
+            options, parallel = {"orders": args.orders, "cluster": cluster}, 1
+        databases = stack.enter_context(SinkDatabases())
         results = run_cells(
             cells,
-            lambda cell, step: verify_cell(
-                cell, step, databases, orders=args.orders, bootstrap=args.bootstrap
-            ),
+            lambda cell, step: verify_cell(cell, step, databases, **options),
             console,
-            parallel=args.parallel,
+            parallel=parallel,
         )
     if args.json:
         print(report.to_json(results))

@@ -126,6 +126,11 @@ def rewrite_addresses(
     return buffer.getvalue()
 
 
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    return host, int(port)
+
+
 async def _read_frame(reader: asyncio.StreamReader) -> bytes | None:
     try:
         (size,) = _SIZE.unpack(await reader.readexactly(4))
@@ -137,11 +142,12 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes | None:
 
 
 class KafkaProxy:
-    """Forwards Kafka connections to ``upstream`` ("host:port"), with injectable faults."""
+    """Forwards Kafka connections to ``upstream`` ("host:port", or a comma-separated
+    bootstrap list: one listener each, so clients can bootstrap while a node is down),
+    with injectable faults."""
 
     def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
-        up_host, _, up_port = upstream.rpartition(":")
-        self.upstream = (up_host, int(up_port))
+        self.upstreams = [_address(part) for part in upstream.split(",") if part.strip()]
         self.host = host
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -157,8 +163,8 @@ class KafkaProxy:
     def start(self) -> KafkaProxy:
         """Listen (for the bootstrap broker) and return once clients can connect."""
         self._thread.start()
-        port = self._call(self._listen(self.upstream))
-        self.bootstrap = f"{self.host}:{port}"
+        ports = [self._call(self._listen(upstream)) for upstream in self.upstreams]
+        self.bootstrap = ",".join(f"{self.host}:{port}" for port in ports)
         return self
 
     def stop(self) -> None:

@@ -20,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from onceflow.guarantees import Guarantee
-from onceflow.testing import BrokerProcess
+from onceflow.testing import BrokerProcess, KafkaCluster
 from onceflow.verify import faults as fault_registry
 from onceflow.verify import history
 from onceflow.verify.checker import Findings, Verdict, check, verdict
-from onceflow.verify.faults import Fault, FaultContext, Target, zombie_pause_point
+from onceflow.verify.faults import (
+    Fault,
+    FaultContext,
+    Target,
+    cluster_target,
+    zombie_pause_point,
+)
 from onceflow.verify.history import Event
 from onceflow.verify.outcome import Outcome, outcome_of
 from onceflow.verify.proxy import KafkaProxy
@@ -188,6 +194,14 @@ class _Run:
         else:
             self.doubt("worker-failure", detail)
 
+    def strike(self, fault: Fault, when: str = "") -> None:
+        """Inject ``fault``; one that cannot be injected makes the run inconclusive."""
+        assert fault.inject is not None
+        try:
+            self.note(fault.name, when + fault.inject(self.ctx))
+        except Exception as exc:  # a fault that broke is a doubt, never a crash
+            self.doubt(fault.name, f"{when}could not be injected: {exc}")
+
     def missed_faults(self) -> None:
         """Doubt every fault that, asked after the run, says it did not land."""
         for fault in self.faults:
@@ -199,7 +213,7 @@ class _Run:
         w = self.workload
         for fault in self.faults:
             if fault.stage == "produce" and fault.inject is not None:
-                self.note(fault.name, fault.inject(self.ctx))
+                self.strike(fault)
         planned = list(range(w.orders))
         if any(f.name == "producer-crash" for f in self.faults):
             crash_after = max(1, w.orders // PRODUCER_CRASH_FRACTION)
@@ -306,7 +320,7 @@ class _Run:
                 self.doubt(fault.name, f"did not land: {proc} did not reach {target} records")
                 continue
             assert fault.inject is not None
-            self.note(fault.name, f"while {proc} ran: {fault.inject(self.ctx)}")
+            self.strike(fault, f"while {proc} ran: ")
         ends = w.input_ends()
         progress: dict[str, Any] = {"seen": None, "since": time.monotonic()}
 
@@ -376,6 +390,7 @@ def verify(
     database_url: str | None = None,
     workdir: Path | None = None,
     progress: Progress | None = None,
+    cluster: KafkaCluster | None = None,
 ) -> Result:
     """Run the order/payment pipeline with ``guarantee`` under ``faults`` and check it.
 
@@ -387,10 +402,14 @@ def verify(
     instead of the payments topic; ``database_url`` (postgresql://) puts the pipeline's
     database on PostgreSQL instead of a SQLite file. ``workdir`` keeps the histories,
     logs and database there; by default they go to a temporary directory that is
-    removed. A run that
-    breaks (a worker hung, a fault could not be set up) comes back inconclusive.
+    removed. ``cluster`` runs the workload on an Apache Kafka cluster the caller started
+    (onceflow.testing.KafkaCluster) and lets the cluster faults kill and pause its nodes.
+    A run that breaks (a worker hung, a fault could not be set up) comes back
+    inconclusive.
     """
-    target = target_of(bootstrap)
+    if cluster is not None:
+        bootstrap = cluster.bootstrap
+    target = target_of(bootstrap) if cluster is None else cluster_target(cluster.size)
     sink = ("postgresql" if database_url else "sqlite") if eos_sink else None
     chosen = fault_registry.parse(faults, target) if faults else []
     names = tuple(f.name for f in chosen)
@@ -416,7 +435,8 @@ def verify(
             database_url=database_url,
             record_delay_ms=RECORD_DELAY_MS if paced else 0.0,
         )  # fmt: skip
-        run = _Run(workload, chosen, FaultContext(proxy, broker), progress)
+        context = FaultContext(proxy, broker, cluster=cluster, workload=workload)
+        run = _Run(workload, chosen, context, progress)
         if not chosen:
             run.note("smoke-test", "no fault injected: only the set-up is checked")
         try:

@@ -48,10 +48,11 @@ CreateTopic = Callable[[str, int], None]
 
 
 def admin_create_topic(bootstrap: str) -> CreateTopic:
-    """Create topics with the Kafka admin API (any real broker)."""
+    """Create topics with the Kafka admin API (any real broker), replicated as the
+    cluster's default.replication.factor says."""
 
     def create(name: str, partitions: int) -> None:
-        create_topics(bootstrap, NewTopic(name, partitions, 1), timeout=READ_DEADLINE)
+        create_topics(bootstrap, NewTopic(name, partitions), timeout=READ_DEADLINE)
 
     return create
 

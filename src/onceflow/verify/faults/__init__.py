@@ -2,11 +2,13 @@
 
 Process faults kill real OS processes with SIGKILL; network faults go through the
 ``KafkaProxy`` in front of the broker, so they work against any Kafka; broker faults
-need a broker the verifier runs. Each module registers its faults on import; the
-registry's order (this import order) is the order a run applies them in.
+need a broker the verifier runs; cluster faults kill or pause single nodes of an Apache
+Kafka cluster the verifier runs (leaders, coordinators, followers). Each module
+registers its faults on import; the registry's order (this import order) is the order
+a run applies them in.
 """
 
-from onceflow.verify.faults import broker, network, process  # noqa: F401 - they register
+from onceflow.verify.faults import broker, cluster, network, process  # noqa: F401 - register
 from onceflow.verify.faults.process import zombie_pause_point
 from onceflow.verify.faults.registry import (
     EMBEDDED,
@@ -18,6 +20,7 @@ from onceflow.verify.faults.registry import (
     Target,
     applicable,
     bootstrap_target,
+    cluster_target,
     parse,
     register,
 )
@@ -32,6 +35,7 @@ __all__ = [
     "Target",
     "applicable",
     "bootstrap_target",
+    "cluster_target",
     "parse",
     "register",
     "zombie_pause_point",

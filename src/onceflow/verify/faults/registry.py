@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 from onceflow.guarantees import Guarantee
 
 if TYPE_CHECKING:
-    from onceflow.testing import BrokerProcess
+    from onceflow.testing import BrokerProcess, KafkaCluster
     from onceflow.verify.proxy import KafkaProxy
+    from onceflow.verify.workload import Workload
 
 #: ``--fault none``: a run that injects nothing, a smoke test of the set-up only.
 NO_FAULT = "none"
@@ -62,12 +63,23 @@ def bootstrap_target(bootstrap: str) -> Target:
     return Target(bootstrap, frozenset({Capability.CLIENTS}))
 
 
+def cluster_target(size: int) -> Target:
+    """An Apache Kafka cluster whose nodes the verifier runs (onceflow.testing.kafka)."""
+    return Target(f"kafka-{size}-nodes", frozenset({Capability.CLIENTS, Capability.CLUSTER}))
+
+
 @dataclass
 class FaultContext:
     """What a fault can act on."""
 
     proxy: KafkaProxy
     broker: BrokerProcess | None
+    #: The Apache Kafka cluster of a ``cluster`` target, None elsewhere.
+    cluster: KafkaCluster | None = None
+    #: The run's topics, group and transactional id (set once the run has them).
+    workload: Workload | None = None
+    #: Why a fault that struck did not do what it is for, by fault name (see ``missed``).
+    misses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
