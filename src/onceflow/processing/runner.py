@@ -343,7 +343,10 @@ class Runner:
             error = message.error()
             if error is None:
                 records.append(Record.from_kafka(message))
-            elif error.fatal():
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                # A fatal consumer error (e.g. a static member fenced by another with its
+                # group.instance.id) arrives as _FATAL with fatal() unset: nothing more
+                # will be consumed, so stop and let the supervisor restart the runner.
                 raise KafkaException(error)
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error)

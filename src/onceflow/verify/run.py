@@ -58,6 +58,9 @@ TAKEOVER_SECONDS = 45.0
 Progress = Callable[[str, int, int], None]
 # What librdkafka calls a producer fenced by a newer one with its transactional id.
 FENCED = "_FENCED"
+# What librdkafka says when a static member is fenced by one with its group.instance.id:
+# a successor of the same instance, or a rejoin after a coordinator moved mid-join.
+FENCED_INSTANCE = "fenced by other consumer with same group.instance.id"
 
 
 class RunError(RuntimeError):
@@ -189,7 +192,7 @@ class _Run:
         successor share a transactional id, and whichever is older is fenced)."""
         log = self.workload.log_tail(proc, chars=100_000)
         detail = f"{proc} exited {code}: {_last_line(log)}"
-        if FENCED in log:
+        if FENCED in log or FENCED_INSTANCE in log:
             self.note("worker-fenced", detail)
         else:
             self.doubt("worker-failure", detail)
