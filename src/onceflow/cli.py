@@ -13,6 +13,7 @@ from onceflow import commands as operator_commands
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
 from onceflow.broker.server import Broker, BrokerStartError
 from onceflow.client_logging import show_client_logs
+from onceflow.commands import broker_security, users
 
 EXIT_USAGE = 2
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port; "
         "default: no metrics)",
     )
+    broker_security.add_arguments(broker)
     broker.set_defaults(run=_run_broker)
 
     demo = commands.add_parser(
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--report", type=Path, help="write report.md and a PNG chart here")
     verify.set_defaults(run=_run_verify)
     operator_commands.register(commands)
+    users.register(commands)
     return parser
 
 
@@ -176,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_broker(args: argparse.Namespace) -> int:
+    try:
+        security = broker_security.config_values(args)
+    except broker_security.SecurityOptionError as exc:
+        print(f"onceflow broker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = BrokerConfig(
         data_dir=args.data_dir,
         host=args.host,
@@ -188,11 +196,12 @@ def _run_broker(args: argparse.Namespace) -> int:
         log_retention_check_interval_ms=args.retention_check_interval_ms,
         log_cleaner_backoff_ms=args.cleaner_backoff_ms,
         metrics_port=args.metrics_port,
+        **security,
     )
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, trust_hint=args.tls_self_signed is not None))
 
 
-async def _serve(config: BrokerConfig) -> int:
+async def _serve(config: BrokerConfig, trust_hint: bool = False) -> int:
     broker = Broker(config)
     try:
         await broker.start()
@@ -203,12 +212,22 @@ async def _serve(config: BrokerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    first = broker.listeners[0]
     print(
-        f"onceflow broker listening on {config.host}:{broker.port} "
+        f"onceflow broker listening on {first.host}:{broker.port} "
         f"(clients use {broker.bootstrap}, data dir {config.data_dir}, "
         f"flush {config.flush.value})",
         flush=True,
     )
+    if config.listeners:
+        for listener in broker.listeners:
+            host, port = listener.client_host(), listener.advertised_port or listener.port
+            print(
+                f"listener {listener} {listener.protocol.value}, clients use {host}:{port}",
+                flush=True,
+            )
+    if trust_hint and config.tls is not None:
+        print(f"TLS clients trust {config.tls.cafile}", flush=True)
     if broker.metrics is not None:
         print(f"metrics at http://{broker.host}:{broker.metrics.port}/metrics", flush=True)
     await stopping.wait()

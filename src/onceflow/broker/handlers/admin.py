@@ -190,6 +190,7 @@ def delete_records(broker: Any, header: Any, request: Any) -> Any:
 def describe_cluster(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(DESCRIBE_CLUSTER, request.__version__)
     node = broker.config.node_id
+    host, port = broker.advertised_endpoint()
     return build(
         m.DescribeClusterResponse,
         throttle_time=NO_THROTTLE,
@@ -202,8 +203,8 @@ def describe_cluster(broker: Any, header: Any, request: Any) -> Any:
             build(
                 m.DescribeClusterBroker,
                 broker_id=node,
-                host=broker.host,
-                port=broker.port,
+                host=host,
+                port=port,
                 rack=None,
                 is_fenced=False,
             ),

@@ -74,6 +74,10 @@ def _broker_rows(broker: Any, name: str) -> Iterator[Row]:
         ("offsets.retention.minutes", str(int(cfg.offsets_retention_minutes)), ConfigType.INT),
         ("socket.request.max.bytes", str(broker.config.max_request_bytes), ConfigType.INT),
         ("default.replication.factor", "1", ConfigType.INT),
+        ("listeners", ",".join(map(str, broker.listeners)), ConfigType.LIST),
+        ("sasl.enabled.mechanisms", ",".join(cfg.sasl_mechanisms), ConfigType.LIST),
+        # Re-authentication (KIP-368) is not offered: sessions last as long as connections.
+        ("connections.max.reauth.ms", "0", ConfigType.LONG),
     ]  # fmt: skip
     for key_name, value, type_ in own:
         yield key_name, value, static, type_, True, [(key_name, value, int(static))], ""

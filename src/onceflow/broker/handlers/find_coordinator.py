@@ -26,12 +26,13 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             host="",
             port=-1,
         )
+    host, port = broker.advertised_endpoint()
     return build(
         m.FindCoordinatorResponse,
         throttle_time=NO_THROTTLE,
         error_code=ErrorCode.none,
         error_message=None,
         node_id=broker.config.node_id,
-        host=broker.host,
-        port=broker.port,
+        host=host,
+        port=port,
     )

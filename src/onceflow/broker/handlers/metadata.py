@@ -71,6 +71,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             else:
                 entries.append(topic_entry(name, None, ErrorCode.unknown_topic_or_partition))
 
+    host, port = broker.advertised_endpoint()
     return build(
         m.MetadataResponse,
         throttle_time=NO_THROTTLE,
@@ -78,8 +79,8 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             build(
                 m.MetadataResponseBroker,
                 node_id=node,
-                host=broker.host,
-                port=broker.port,
+                host=host,
+                port=port,
                 rack=None,
             ),
         ),

@@ -1,0 +1,133 @@
+"""``onceflow users``: SCRAM users of an embedded broker, edited in its data dir.
+
+Passwords are read from stdin (first line) or prompted for, never taken from the
+command line, where other users of the machine could see them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+
+from onceflow.broker.security.credentials import CredentialStore, CredentialStoreError
+from onceflow.broker.security.scram import (
+    DEFAULT_ITERATIONS,
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    ScramCredential,
+    ScramMechanism,
+)
+from onceflow.commands.common import EXIT_FAILED, print_tables, table
+
+MECHANISM_NAMES = [m.sasl_name for m in ScramMechanism]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``onceflow users add|remove|list``."""
+    parser = commands.add_parser(
+        "users",
+        help="manage the SCRAM users of an embedded broker",
+        description="Add, remove and list the users SASL clients log in as (PLAIN, "
+        "SCRAM-SHA-256, SCRAM-SHA-512). Credentials are stored salted and iterated in "
+        "DATA_DIR/users.json; a running broker sees changes at once.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    add = _action(actions, "add", "add a user or change its password", _add)
+    add.add_argument("name", help="the user name")
+    add.add_argument(
+        "--mechanism", action="append", choices=MECHANISM_NAMES,
+        help="SCRAM mechanism to store a credential for (repeatable; default: both)",
+    )  # fmt: skip
+    add.add_argument(
+        "--iterations", type=int, default=DEFAULT_ITERATIONS,
+        help=f"PBKDF2 iterations, {MIN_ITERATIONS}-{MAX_ITERATIONS} "
+        f"(default {DEFAULT_ITERATIONS})",
+    )  # fmt: skip
+    remove = _action(actions, "remove", "remove a user's credentials", _remove)
+    remove.add_argument("name", help="the user name")
+    remove.add_argument(
+        "--mechanism", action="append", choices=MECHANISM_NAMES,
+        help="remove only this mechanism's credential (repeatable; default: all)",
+    )  # fmt: skip
+    _action(actions, "list", "list users and their mechanisms", _list)
+
+
+def _action(
+    actions: argparse._SubParsersAction, name: str, help_: str, run: object
+) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("onceflow-data"),
+        help="the broker's data dir (default onceflow-data)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(run=lambda args: _run(run, args))
+    return parser
+
+
+def _run(action: object, args: argparse.Namespace) -> int:
+    try:
+        return action(CredentialStore(args.data_dir), args)  # type: ignore[operator]
+    except (CredentialStoreError, ValueError) as exc:
+        print(f"onceflow users {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ValueError("the password is empty")
+    return password
+
+
+def _add(store: CredentialStore, args: argparse.Namespace) -> int:
+    if not args.name:
+        raise ValueError("the user name is empty")
+    if not MIN_ITERATIONS <= args.iterations <= MAX_ITERATIONS:
+        raise ValueError(f"--iterations must be {MIN_ITERATIONS}-{MAX_ITERATIONS}")
+    password = _read_password()
+    mechanisms = [ScramMechanism.from_name(n) for n in args.mechanism or MECHANISM_NAMES]
+    for mechanism in dict.fromkeys(mechanisms):
+        credential = ScramCredential.from_password(mechanism, password, args.iterations)
+        store.upsert(args.name, mechanism, credential)
+    names = [m.sasl_name for m in dict.fromkeys(mechanisms)]
+    if args.json:
+        print(json.dumps({"user": args.name, "mechanisms": names}))
+    else:
+        print(f"user {args.name}: {', '.join(names)}")
+    return 0
+
+
+def _remove(store: CredentialStore, args: argparse.Namespace) -> int:
+    mechanisms = [ScramMechanism.from_name(n) for n in args.mechanism or []] or [None]
+    removed = [store.delete(args.name, mechanism) for mechanism in mechanisms]
+    if not any(removed):
+        raise ValueError(f"user {args.name} has no such credential")
+    if args.json:
+        print(json.dumps({"user": args.name, "removed": True}))
+    else:
+        print(f"user {args.name} removed")
+    return 0
+
+
+def _list(store: CredentialStore, args: argparse.Namespace) -> int:
+    users = store.users()
+    rows = [
+        (name, mechanism.sasl_name, credential.iterations)
+        for name, held in sorted(users.items())
+        for mechanism, credential in sorted(held.items(), key=lambda item: item[0].code)
+    ]
+    if args.json:
+        print(json.dumps([{"user": u, "mechanism": m, "iterations": i} for u, m, i in rows]))
+    else:
+        print_tables(table(None, ("user", "mechanism", "iterations"), rows))
+    return 0
