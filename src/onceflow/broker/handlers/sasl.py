@@ -86,6 +86,7 @@ def authenticate(broker: Any, header: Any, request: Any) -> Any:
         session.authenticated = True
         session.authenticator = None
         broker.security.throttle.succeeded(address)
+        log.debug("%s authenticated from %s on %s", session.principal, address, session.listener)
     return answer(ErrorCode.none, None, reply)
 
 

@@ -120,10 +120,14 @@ class ScramServer:
     """
 
     def __init__(
-        self, mechanism: ScramMechanism, lookup: Callable[[str], ScramCredential | None]
+        self,
+        mechanism: ScramMechanism,
+        lookup: Callable[[str], ScramCredential | None],
+        server_nonce: Callable[[], str] = lambda: secrets.token_urlsafe(_NONCE_BYTES),
     ) -> None:
         self.mechanism = mechanism
         self._lookup = lookup
+        self._server_nonce = server_nonce
         self._expect_final = False
         self._user = ""
         self._credential: ScramCredential | None = None
@@ -165,7 +169,7 @@ class ScramServer:
         credential = self._credential or ScramCredential(
             secrets.token_bytes(32), DEFAULT_ITERATIONS, b"", b""
         )
-        self._nonce = client_nonce + base64.b64encode(secrets.token_bytes(_NONCE_BYTES)).decode()
+        self._nonce = client_nonce + self._server_nonce()
         self._gs2_header = f"{flag},{authzid},"
         server_first = (
             f"r={self._nonce},s={base64.b64encode(credential.salt).decode()},"

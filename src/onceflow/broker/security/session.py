@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from onceflow.broker.security.credentials import CredentialStore
 from onceflow.broker.security.listeners import Listener, SecurityProtocol
 from onceflow.broker.security.sasl import Authenticator, FailureThrottle
 from onceflow.broker.security.tls import certificate_principal
+
+log = logging.getLogger(__name__)
 
 ANONYMOUS = "User:ANONYMOUS"
 API_VERSIONS = 18
@@ -68,6 +71,8 @@ class Security:
             authenticated=listener.protocol not in _SASL_PROTOCOLS,
         )
         _current.set(session)
+        if principal is not None:
+            log.debug("%s connected on %s with a client certificate", principal, listener)
         return session
 
 

@@ -1,0 +1,207 @@
+"""SASL on the wire: what may be sent before authentication, how failures are answered
+and slowed down, the SCRAM admin APIs, and the safe defaults."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+from kio.schema.errors import ErrorCode
+from security_support import PASSWORD, USER, SecureBroker, start_secure_broker
+from wire import WireClient
+
+from onceflow.admin.wire import ConnectionClosed, request_module
+from onceflow.broker.config import BrokerConfig
+from onceflow.broker.server import BrokerThread
+
+HANDSHAKE, AUTHENTICATE = 17, 36
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    broker = start_secure_broker(
+        tmp_path_factory.mktemp("sasl-wire"),
+        listeners=("PLAINTEXT://127.0.0.1:0", "SASL_PLAINTEXT://127.0.0.1:0"),
+    )
+    yield broker
+    broker.thread.stop()
+
+
+def _client(secure: SecureBroker, protocol: str = "SASL_PLAINTEXT") -> WireClient:
+    return WireClient(*secure.address(protocol))
+
+
+def _handshake(client: WireClient, mechanism: str, version: int = 1) -> Any:
+    m = request_module(HANDSHAKE, version)
+    return client.request(m.SaslHandshakeRequest(mechanism=mechanism))
+
+
+def _authenticate(client: WireClient, auth_bytes: bytes, version: int = 2) -> Any:
+    m = request_module(AUTHENTICATE, version)
+    return client.request(m.SaslAuthenticateRequest(auth_bytes=auth_bytes))
+
+
+def _plain(user: str, password: str) -> bytes:
+    return f"\0{user}\0{password}".encode()
+
+
+def test_requests_before_authentication_close_the_connection(secure: SecureBroker) -> None:
+    with _client(secure) as client:
+        assert client.api_versions().error_code == ErrorCode.none
+        with pytest.raises(ConnectionClosed):
+            client.metadata([])
+
+
+def test_plain_login_then_requests_are_served(secure: SecureBroker) -> None:
+    with _client(secure) as client:
+        shake = _handshake(client, "PLAIN")
+        assert shake.error_code == ErrorCode.none
+        assert set(shake.mechanisms) == {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+        answer = _authenticate(client, _plain(USER, PASSWORD))
+        assert answer.error_code == ErrorCode.none
+        # No re-authentication is offered (connections.max.reauth.ms is not supported).
+        assert answer.session_lifetime == datetime.timedelta(0)
+        assert client.metadata([]).brokers[0].port == secure.address("SASL_PLAINTEXT")[1]
+        # A second handshake (re-authentication) is refused.
+        assert _handshake(client, "PLAIN").error_code == ErrorCode.illegal_sasl_state
+
+
+def test_wrong_password_is_answered_then_the_connection_closed(secure: SecureBroker) -> None:
+    with _client(secure) as client:
+        assert _handshake(client, "PLAIN").error_code == ErrorCode.none
+        answer = _authenticate(client, _plain(USER, "not-the-password"))
+        assert answer.error_code == ErrorCode.sasl_authentication_failed
+        assert "not-the-password" not in (answer.error_message or "")
+        assert client.closed_by_peer()
+
+
+def test_unsupported_mechanism_and_missing_handshake(secure: SecureBroker) -> None:
+    with _client(secure) as client:
+        shake = _handshake(client, "GSSAPI")
+        assert shake.error_code == ErrorCode.unsupported_sasl_mechanism
+        assert client.closed_by_peer()
+    with _client(secure) as client:
+        answer = _authenticate(client, _plain(USER, PASSWORD))
+        assert answer.error_code == ErrorCode.illegal_sasl_state
+        assert client.closed_by_peer()
+    with _client(secure) as client:
+        # v0 would be followed by raw SASL tokens, which the broker does not speak.
+        assert _handshake(client, "PLAIN", version=0).error_code == ErrorCode.unsupported_version
+        assert client.closed_by_peer()
+
+
+def test_handshake_on_a_plaintext_listener_is_an_illegal_state(secure: SecureBroker) -> None:
+    with _client(secure, "PLAINTEXT") as client:
+        assert _handshake(client, "PLAIN").error_code == ErrorCode.illegal_sasl_state
+        assert client.metadata([]).brokers[0].port == secure.address("PLAINTEXT")[1]
+
+
+def test_repeated_failures_from_one_address_are_slowed_down(tmp_path: Path) -> None:
+    secure = start_secure_broker(tmp_path, listeners=("SASL_PLAINTEXT://127.0.0.1:0",))
+    try:
+        waits = []
+        for _ in range(4):
+            with _client(secure) as client:
+                _handshake(client, "PLAIN")
+                started = time.monotonic()
+                answer = _authenticate(client, _plain(USER, "guess"))
+                waits.append(time.monotonic() - started)
+                assert answer.error_code == ErrorCode.sasl_authentication_failed
+        # 0.1 s, doubling per failure: the fourth waits at least 0.8 s.
+        assert waits[0] >= 0.09
+        assert waits[3] >= 0.75
+        # A success forgives the address.
+        with _client(secure) as client:
+            _handshake(client, "PLAIN")
+            assert _authenticate(client, _plain(USER, PASSWORD)).error_code == ErrorCode.none
+        with _client(secure) as client:
+            _handshake(client, "PLAIN")
+            started = time.monotonic()
+            _authenticate(client, _plain(USER, "guess"))
+            assert time.monotonic() - started < 0.75
+    finally:
+        secure.thread.stop()
+
+
+def test_scram_users_through_the_admin_client(secure: SecureBroker) -> None:
+    admin = AdminClient(secure.client_config("SASL_PLAINTEXT", "SCRAM-SHA-512"))
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)
+    futures = admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion("bob", info, b"bobs-password")]
+    )
+    for future in futures.values():
+        future.result(30)
+    described = admin.describe_user_scram_credentials(["bob"])["bob"].result(30)
+    infos = described.scram_credential_infos
+    assert [(i.mechanism, i.iterations) for i in infos] == [(ScramMechanism.SCRAM_SHA_256, 8192)]
+
+    bob = secure.client_config(
+        "SASL_PLAINTEXT", "SCRAM-SHA-256", user="bob", password="bobs-password"
+    )
+    # The credential made from the client's salted password logs bob in.
+    assert AdminClient(bob).list_topics(timeout=30).brokers
+
+    for future in admin.alter_user_scram_credentials(
+        [UserScramCredentialDeletion("bob", ScramMechanism.SCRAM_SHA_256)]
+    ).values():
+        future.result(30)
+    with pytest.raises(KafkaException) as raised:
+        admin.describe_user_scram_credentials(["bob"])["bob"].result(30)
+    assert raised.value.args[0].code() == KafkaError.RESOURCE_NOT_FOUND
+
+
+def test_out_of_range_iterations_are_refused(secure: SecureBroker) -> None:
+    admin = AdminClient(secure.client_config("SASL_PLAINTEXT", "SCRAM-SHA-256"))
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 100)
+    (future,) = admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion("carol", info, b"pw")]
+    ).values()
+    with pytest.raises(KafkaException) as raised:
+        future.result(30)
+    assert raised.value.args[0].code() == KafkaError.UNACCEPTABLE_CREDENTIAL
+
+
+def test_reauthentication_setting_is_refused(secure: SecureBroker) -> None:
+    admin = AdminClient(secure.client_config("PLAINTEXT"))
+    resource = ConfigResource(ResourceType.BROKER, "0")
+    (described,) = admin.describe_configs([resource]).values()
+    assert described.result(30)["connections.max.reauth.ms"].value == "0"
+    change = ConfigResource(
+        ResourceType.BROKER, "0",
+        incremental_configs=[ConfigEntry("connections.max.reauth.ms", "3600000",
+                                         incremental_operation=AlterConfigOpType.SET)],
+    )  # fmt: skip
+    (future,) = admin.incremental_alter_configs([change]).values()
+    with pytest.raises(KafkaException) as raised:
+        future.result(30)
+    assert raised.value.args[0].code() == KafkaError.INVALID_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("host", "warnings"), [("127.0.0.1", 0), ("0.0.0.0", 1)], ids=["loopback", "every-interface"]
+)
+def test_open_listener_on_other_interfaces_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, warnings: int
+) -> None:
+    caplog.set_level(logging.WARNING, logger="onceflow.broker")
+    with BrokerThread(BrokerConfig(data_dir=tmp_path / "data", host=host, port=0)):
+        pass
+    lines = [r for r in caplog.records if "without authentication" in r.getMessage()]
+    assert len(lines) == warnings
