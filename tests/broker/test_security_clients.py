@@ -3,6 +3,7 @@ TLS, TLS alone, wrong passwords, untrusted certificates and stalled handshakes."
 
 from __future__ import annotations
 
+import datetime
 import socket
 import ssl
 import time
@@ -15,6 +16,8 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from interop_support import consume_confluent
 from security_support import PASSWORD, SecureBroker, start_secure_broker
+
+from onceflow.admin.wire import encode_request, request_module
 
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 AUTHENTICATION_TIMEOUT_MS = 1500
@@ -160,6 +163,31 @@ def test_client_certificate_subject_is_the_principal(
               "ssl.key.location": str(key)}  # fmt: skip
     AdminClient(config).list_topics(timeout=30)
     assert any("User:CN=service-a,O=onceflow" in r.getMessage() for r in caplog.records)
+
+
+def _answer_over_tls(secure: SecureBroker, cert: Path, key: Path) -> bytes:
+    """What the SSL listener answers to an ApiVersions request from this client
+    certificate: the response frame, or b"" when the connection is refused."""
+    context = secure.ssl_context()
+    context.load_cert_chain(cert, key)
+    request = encode_request(request_module(18, 0).ApiVersionsRequest(), 1)
+    with socket.create_connection(secure.address("SSL"), timeout=10) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(request)
+                return tls.recv(4)
+        except (ssl.SSLError, ConnectionResetError):
+            return b""
+
+
+def test_expired_client_certificate_is_refused(secure: SecureBroker, tmp_path: Path) -> None:
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
+    expired = secure.client_certificate(
+        tmp_path, "expired", not_before=past, not_after=past + datetime.timedelta(days=1)
+    )
+    valid = secure.client_certificate(tmp_path, "valid")
+    assert len(_answer_over_tls(secure, *valid)) == 4
+    assert _answer_over_tls(secure, *expired) == b""
 
 
 def test_password_is_never_logged(secure: SecureBroker, caplog: pytest.LogCaptureFixture) -> None:
