@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from onceflow.broker.security.credentials import CredentialStore, CredentialStoreError
@@ -56,8 +57,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     _action(actions, "list", "list users and their mechanisms", _list)
 
 
+Action = Callable[[CredentialStore, argparse.Namespace], int]
+
+
 def _action(
-    actions: argparse._SubParsersAction, name: str, help_: str, run: object
+    actions: argparse._SubParsersAction, name: str, help_: str, run: Action
 ) -> argparse.ArgumentParser:
     parser = actions.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
     parser.add_argument(
@@ -69,9 +73,9 @@ def _action(
     return parser
 
 
-def _run(action: object, args: argparse.Namespace) -> int:
+def _run(action: Action, args: argparse.Namespace) -> int:
     try:
-        return action(CredentialStore(args.data_dir), args)  # type: ignore[operator]
+        return action(CredentialStore(args.data_dir), args)
     except (CredentialStoreError, ValueError) as exc:
         print(f"onceflow users {args.action}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -100,11 +104,8 @@ def _add(store: CredentialStore, args: argparse.Namespace) -> int:
         credential = ScramCredential.from_password(mechanism, password, args.iterations)
         store.upsert(args.name, mechanism, credential)
     names = [m.sasl_name for m in dict.fromkeys(mechanisms)]
-    if args.json:
-        print(json.dumps({"user": args.name, "mechanisms": names}))
-    else:
-        print(f"user {args.name}: {', '.join(names)}")
-    return 0
+    return _done(args, {"user": args.name, "mechanisms": names},
+                 f"user {args.name}: {', '.join(names)}")  # fmt: skip
 
 
 def _remove(store: CredentialStore, args: argparse.Namespace) -> int:
@@ -112,10 +113,11 @@ def _remove(store: CredentialStore, args: argparse.Namespace) -> int:
     removed = [store.delete(args.name, mechanism) for mechanism in mechanisms]
     if not any(removed):
         raise ValueError(f"user {args.name} has no such credential")
-    if args.json:
-        print(json.dumps({"user": args.name, "removed": True}))
-    else:
-        print(f"user {args.name} removed")
+    return _done(args, {"user": args.name, "removed": True}, f"user {args.name} removed")
+
+
+def _done(args: argparse.Namespace, as_json: dict[str, object], as_text: str) -> int:
+    print(json.dumps(as_json) if args.json else as_text)
     return 0
 
 
