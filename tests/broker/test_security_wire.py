@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,15 @@ def test_requests_before_authentication_close_the_connection(secure: SecureBroke
         assert client.api_versions().error_code == ErrorCode.none
         with pytest.raises(ConnectionClosed):
             client.metadata([])
+
+
+def test_large_frames_before_authentication_close_the_connection(
+    secure: SecureBroker,
+) -> None:
+    with _client(secure) as client:
+        # 1 MiB announced: fine after login (socket.request.max.bytes), not before.
+        client.send_bytes(struct.pack(">i", 2**20) + bytes(1024))
+        assert client.closed_by_peer(timeout=5)
 
 
 def test_plain_login_then_requests_are_served(secure: SecureBroker) -> None:

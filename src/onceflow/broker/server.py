@@ -51,6 +51,7 @@ _SIZE = struct.Struct(">i")
 # Responses a connection may have outstanding before the broker stops reading from it.
 MAX_IN_FLIGHT = 100
 CLUSTER_ID = "onceflow-embedded"
+MAX_UNAUTHENTICATED_REQUEST_BYTES = 512 * 1024
 #: Put on a connection's response queue after its last response: close once it is sent.
 _LAST_RESPONSE = object()
 
@@ -332,14 +333,15 @@ class Broker:
 
     async def _read_frame(self, reader: asyncio.StreamReader, session: Session) -> bytes | None:
         if session.authenticated:
-            return await self._read_frame_now(reader)
-        # Until it has authenticated, a client has a deadline counted from its accept.
+            return await self._read_frame_now(reader, self.config.max_request_bytes)
+        # Until it has authenticated, a client has a deadline counted from its accept, and
+        # small frames only (Kafka's sasl.server.max.receive.size).
         if session.deadline is None:
             session.deadline = time.monotonic() + self.config.authentication_timeout_ms / 1000
         async with asyncio.timeout(max(0.0, session.deadline - time.monotonic())):
-            return await self._read_frame_now(reader)
+            return await self._read_frame_now(reader, MAX_UNAUTHENTICATED_REQUEST_BYTES)
 
-    async def _read_frame_now(self, reader: asyncio.StreamReader) -> bytes | None:
+    async def _read_frame_now(self, reader: asyncio.StreamReader, limit: int) -> bytes | None:
         try:
             prefix = await reader.readexactly(4)
         except asyncio.IncompleteReadError as exc:
@@ -347,7 +349,7 @@ class Broker:
                 raise ProtocolError("connection closed inside a size prefix") from exc
             return None
         (size,) = _SIZE.unpack(prefix)
-        if size < 8 or size > self.config.max_request_bytes:
+        if size < 8 or size > limit:
             raise ProtocolError(f"request size {size} is out of bounds")
         try:
             return await reader.readexactly(size)
