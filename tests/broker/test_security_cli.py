@@ -114,27 +114,36 @@ def test_broker_refuses_inconsistent_listener_options(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
 
 
-def _kafka_python_settings(broker: BrokerProcess, user: str) -> dict[str, object]:
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _kafka_python_settings(broker: BrokerProcess, user: str, mechanism: str) -> dict[str, Any]:
     return {
         "bootstrap_servers": broker.bootstrap,
         "security_protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_mechanism": mechanism,
         "sasl_plain_username": user,
         "sasl_plain_password": PASSWORD,
         "ssl_cafile": str(_ca(broker)),
     }
 
 
-def test_kafka_python_over_sasl_ssl(sasl_ssl_broker: BrokerProcess, topic: str) -> None:
-    _add_user(sasl_ssl_broker, "kp", "--mechanism", "SCRAM-SHA-256")
-    settings = _kafka_python_settings(sasl_ssl_broker, "kp")
-    producer = KafkaProducer(**settings)
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_kafka_python_over_sasl_ssl(
+    sasl_ssl_broker: BrokerProcess, topic: str, mechanism: str
+) -> None:
+    _add_user(sasl_ssl_broker, "kp")
+    settings = _kafka_python_settings(sasl_ssl_broker, "kp", mechanism)
+    producer = KafkaProducer(transactional_id=f"kp-{topic}", **settings)
+    producer.init_transactions()
+    producer.begin_transaction()
     for i in range(10):
         producer.send(topic, f"kp-{i}".encode())
-    producer.flush(TIMEOUT)
+    producer.commit_transaction()
     producer.close()
     consumer = KafkaConsumer(topic, group_id=f"g-{topic}", auto_offset_reset="earliest",
-                             consumer_timeout_ms=20_000, **settings)  # fmt: skip
+                             isolation_level="read_committed", consumer_timeout_ms=20_000,
+                             **settings)  # fmt: skip
     try:
         got = []
         for message in consumer:
@@ -147,28 +156,30 @@ def test_kafka_python_over_sasl_ssl(sasl_ssl_broker: BrokerProcess, topic: str) 
         consumer.close()
 
 
-def test_aiokafka_over_sasl_ssl(sasl_ssl_broker: BrokerProcess, topic: str) -> None:
-    _add_user(sasl_ssl_broker, "aio", "--mechanism", "SCRAM-SHA-512")
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_aiokafka_over_sasl_ssl(sasl_ssl_broker: BrokerProcess, topic: str, mechanism: str) -> None:
+    _add_user(sasl_ssl_broker, "aio")
 
     async def round_trip() -> list[bytes]:
         context = create_ssl_context(cafile=str(_ca(sasl_ssl_broker)))
         settings = {
             "bootstrap_servers": sasl_ssl_broker.bootstrap,
             "security_protocol": "SASL_SSL",
-            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_mechanism": mechanism,
             "sasl_plain_username": "aio",
             "sasl_plain_password": PASSWORD,
             "ssl_context": context,
         }
-        producer = AIOKafkaProducer(**settings)
+        producer = AIOKafkaProducer(transactional_id=f"aio-{topic}", **settings)
         await producer.start()
         try:
-            for i in range(10):
-                await producer.send_and_wait(topic, f"aio-{i}".encode())
+            async with producer.transaction():
+                for i in range(10):
+                    await producer.send(topic, f"aio-{i}".encode())
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(topic, group_id=f"g-{topic}", auto_offset_reset="earliest",
-                                    **settings)  # fmt: skip
+                                    isolation_level="read_committed", **settings)  # fmt: skip
         await consumer.start()
         try:
             got: list[bytes] = []
