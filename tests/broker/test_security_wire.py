@@ -117,6 +117,23 @@ def test_unsupported_mechanism_and_missing_handshake(secure: SecureBroker) -> No
         assert client.closed_by_peer()
 
 
+def test_unreadable_credential_file_fails_logins_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secure = start_secure_broker(tmp_path, listeners=("SASL_PLAINTEXT://127.0.0.1:0",))
+    try:
+        (tmp_path / "data" / "users.json").write_text("{not json")
+        with _client(secure) as client:
+            _handshake(client, "PLAIN")
+            answer = _authenticate(client, _plain(USER, PASSWORD))
+            assert answer.error_code == ErrorCode.sasl_authentication_failed
+            assert client.closed_by_peer()
+    finally:
+        secure.thread.stop()
+    assert not [r for r in caplog.records if r.exc_info]
+    assert any("cannot check credentials" in r.getMessage() for r in caplog.records)
+
+
 def test_handshake_on_a_plaintext_listener_is_an_illegal_state(secure: SecureBroker) -> None:
     with _client(secure, "PLAINTEXT") as client:
         assert _handshake(client, "PLAIN").error_code == ErrorCode.illegal_sasl_state

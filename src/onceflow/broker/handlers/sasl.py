@@ -16,6 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.connection import current_client
 from onceflow.broker.protocol import build, response_module
+from onceflow.broker.security.credentials import CredentialStoreError
 from onceflow.broker.security.sasl import authenticator
 from onceflow.broker.security.scram import AuthenticationFailed
 from onceflow.broker.security.session import current_session
@@ -74,6 +75,11 @@ def authenticate(broker: Any, header: Any, request: Any) -> Any:
     address = current_client().host
     try:
         reply, done = session.authenticator.step(request.auth_bytes)
+    except CredentialStoreError as exc:
+        session.close_after_response = True
+        session.authenticator = None
+        log.error("cannot check credentials: %s", exc)
+        return answer(ErrorCode.sasl_authentication_failed, "Authentication failed: server error")
     except AuthenticationFailed as exc:
         session.close_after_response = True
         session.authenticator = None
