@@ -13,7 +13,7 @@ from onceflow import commands as operator_commands
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
 from onceflow.broker.server import Broker, BrokerStartError
 from onceflow.client_logging import show_client_logs
-from onceflow.commands import broker_security, users
+from onceflow.commands import acls, broker_security, users
 
 EXIT_USAGE = 2
 
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=_run_verify)
     operator_commands.register(commands)
     users.register(commands)
+    acls.register(commands)
     return parser
 
 

@@ -8,6 +8,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from onceflow.admin.wire import KafkaConnection, request_module
 from onceflow.broker.config import BrokerConfig
 from onceflow.broker.security.credentials import CredentialStore
 from onceflow.broker.security.listeners import Listener, SecurityProtocol, build_listeners
@@ -21,6 +22,7 @@ from onceflow.broker.security.tls import (
 )
 from onceflow.broker.server import BrokerThread
 
+HANDSHAKE, AUTHENTICATE = 17, 36
 USER = "alice"
 PASSWORD = "correct horse battery staple"
 ALL_LISTENERS = tuple(f"{p.value}://127.0.0.1:0" for p in SecurityProtocol)
@@ -102,3 +104,24 @@ def start_secure_broker(
         **config,
     )
     return SecureBroker(BrokerThread(settings).start(), authority, ca_file)
+
+
+def handshake(client: KafkaConnection, mechanism: str, version: int = 1) -> Any:
+    m = request_module(HANDSHAKE, version)
+    return client.request(m.SaslHandshakeRequest(mechanism=mechanism))
+
+
+def authenticate(client: KafkaConnection, auth_bytes: bytes, version: int = 2) -> Any:
+    m = request_module(AUTHENTICATE, version)
+    return client.request(m.SaslAuthenticateRequest(auth_bytes=auth_bytes))
+
+
+def plain(user: str, password: str) -> bytes:
+    """A SASL PLAIN message."""
+    return f"\0{user}\0{password}".encode()
+
+
+def log_in(client: KafkaConnection, user: str, password: str = PASSWORD) -> None:
+    """SASL PLAIN on a raw connection; fails the test unless it succeeds."""
+    assert handshake(client, "PLAIN").error_code == 0
+    assert authenticate(client, plain(user, password)).error_code == 0

@@ -106,6 +106,8 @@ def test_broker_refuses_inconsistent_listener_options(tmp_path: Path) -> None:
         ("--listener", "INTERNAL://127.0.0.1:0"),  # a name with no protocol
         ("--listener", "PLAINTEXT:/127.0.0.1:0"),
         ("--advertised-listener", "PLAINTEXT://h:1"),
+        ("--super-user", "User:admin"),  # ACL options without --acls
+        ("--acls", "--super-user", "admin"),  # not a principal
     ]
     for args in cases:
         done = _onceflow("broker", "--data-dir", str(tmp_path / "d"), *args)

@@ -9,7 +9,6 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -25,14 +24,20 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 from kio.schema.errors import ErrorCode
-from security_support import PASSWORD, USER, SecureBroker, start_secure_broker
+from security_support import (
+    PASSWORD,
+    USER,
+    SecureBroker,
+    authenticate,
+    handshake,
+    plain,
+    start_secure_broker,
+)
 from wire import WireClient
 
-from onceflow.admin.wire import ConnectionClosed, request_module
+from onceflow.admin.wire import ConnectionClosed
 from onceflow.broker.config import BrokerConfig
 from onceflow.broker.server import BrokerThread
-
-HANDSHAKE, AUTHENTICATE = 17, 36
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +52,6 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
 
 def _client(secure: SecureBroker, protocol: str = "SASL_PLAINTEXT") -> WireClient:
     return WireClient(*secure.address(protocol))
-
-
-def _handshake(client: WireClient, mechanism: str, version: int = 1) -> Any:
-    m = request_module(HANDSHAKE, version)
-    return client.request(m.SaslHandshakeRequest(mechanism=mechanism))
-
-
-def _authenticate(client: WireClient, auth_bytes: bytes, version: int = 2) -> Any:
-    m = request_module(AUTHENTICATE, version)
-    return client.request(m.SaslAuthenticateRequest(auth_bytes=auth_bytes))
-
-
-def _plain(user: str, password: str) -> bytes:
-    return f"\0{user}\0{password}".encode()
 
 
 def test_requests_before_authentication_close_the_connection(secure: SecureBroker) -> None:
@@ -81,39 +72,39 @@ def test_large_frames_before_authentication_close_the_connection(
 
 def test_plain_login_then_requests_are_served(secure: SecureBroker) -> None:
     with _client(secure) as client:
-        shake = _handshake(client, "PLAIN")
+        shake = handshake(client, "PLAIN")
         assert shake.error_code == ErrorCode.none
         assert set(shake.mechanisms) == {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
-        answer = _authenticate(client, _plain(USER, PASSWORD))
+        answer = authenticate(client, plain(USER, PASSWORD))
         assert answer.error_code == ErrorCode.none
         # No re-authentication is offered (connections.max.reauth.ms is not supported).
         assert answer.session_lifetime == datetime.timedelta(0)
         assert client.metadata([]).brokers[0].port == secure.address("SASL_PLAINTEXT")[1]
         # A second handshake (re-authentication) is refused.
-        assert _handshake(client, "PLAIN").error_code == ErrorCode.illegal_sasl_state
+        assert handshake(client, "PLAIN").error_code == ErrorCode.illegal_sasl_state
 
 
 def test_wrong_password_is_answered_then_the_connection_closed(secure: SecureBroker) -> None:
     with _client(secure) as client:
-        assert _handshake(client, "PLAIN").error_code == ErrorCode.none
-        answer = _authenticate(client, _plain(USER, "not-the-password"))
+        assert handshake(client, "PLAIN").error_code == ErrorCode.none
+        answer = authenticate(client, plain(USER, "not-the-password"))
         assert answer.error_code == ErrorCode.sasl_authentication_failed
         assert "not-the-password" not in (answer.error_message or "")
         assert client.closed_by_peer()
 
 
-def test_unsupported_mechanism_and_missing_handshake(secure: SecureBroker) -> None:
+def test_unsupported_mechanism_and_missinghandshake(secure: SecureBroker) -> None:
     with _client(secure) as client:
-        shake = _handshake(client, "GSSAPI")
+        shake = handshake(client, "GSSAPI")
         assert shake.error_code == ErrorCode.unsupported_sasl_mechanism
         assert client.closed_by_peer()
     with _client(secure) as client:
-        answer = _authenticate(client, _plain(USER, PASSWORD))
+        answer = authenticate(client, plain(USER, PASSWORD))
         assert answer.error_code == ErrorCode.illegal_sasl_state
         assert client.closed_by_peer()
     with _client(secure) as client:
         # v0 would be followed by raw SASL tokens, which the broker does not speak.
-        assert _handshake(client, "PLAIN", version=0).error_code == ErrorCode.unsupported_version
+        assert handshake(client, "PLAIN", version=0).error_code == ErrorCode.unsupported_version
         assert client.closed_by_peer()
 
 
@@ -124,8 +115,8 @@ def test_unreadable_credential_file_fails_logins_without_a_traceback(
     try:
         (tmp_path / "data" / "users.json").write_text("{not json")
         with _client(secure) as client:
-            _handshake(client, "PLAIN")
-            answer = _authenticate(client, _plain(USER, PASSWORD))
+            handshake(client, "PLAIN")
+            answer = authenticate(client, plain(USER, PASSWORD))
             assert answer.error_code == ErrorCode.sasl_authentication_failed
             assert client.closed_by_peer()
     finally:
@@ -136,7 +127,7 @@ def test_unreadable_credential_file_fails_logins_without_a_traceback(
 
 def test_handshake_on_a_plaintext_listener_is_an_illegal_state(secure: SecureBroker) -> None:
     with _client(secure, "PLAINTEXT") as client:
-        assert _handshake(client, "PLAIN").error_code == ErrorCode.illegal_sasl_state
+        assert handshake(client, "PLAIN").error_code == ErrorCode.illegal_sasl_state
         assert client.metadata([]).brokers[0].port == secure.address("PLAINTEXT")[1]
 
 
@@ -146,9 +137,9 @@ def test_repeated_failures_from_one_address_are_slowed_down(tmp_path: Path) -> N
         waits = []
         for _ in range(4):
             with _client(secure) as client:
-                _handshake(client, "PLAIN")
+                handshake(client, "PLAIN")
                 started = time.monotonic()
-                answer = _authenticate(client, _plain(USER, "guess"))
+                answer = authenticate(client, plain(USER, "guess"))
                 waits.append(time.monotonic() - started)
                 assert answer.error_code == ErrorCode.sasl_authentication_failed
         # 0.1 s, doubling per failure: the fourth waits at least 0.8 s.
@@ -156,12 +147,12 @@ def test_repeated_failures_from_one_address_are_slowed_down(tmp_path: Path) -> N
         assert waits[3] >= 0.75
         # A success forgives the address.
         with _client(secure) as client:
-            _handshake(client, "PLAIN")
-            assert _authenticate(client, _plain(USER, PASSWORD)).error_code == ErrorCode.none
+            handshake(client, "PLAIN")
+            assert authenticate(client, plain(USER, PASSWORD)).error_code == ErrorCode.none
         with _client(secure) as client:
-            _handshake(client, "PLAIN")
+            handshake(client, "PLAIN")
             started = time.monotonic()
-            _authenticate(client, _plain(USER, "guess"))
+            authenticate(client, plain(USER, "guess"))
             assert time.monotonic() - started < 0.75
     finally:
         secure.thread.stop()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onceflow.broker.handlers import (
+    acls,
     admin,
     api_versions,
     configs,
@@ -74,6 +75,9 @@ API_TABLE: dict[int, Api] = {
         Api(26, "EndTxn", 0, 1, transactions.handle_end_txn),
         Api(27, "WriteTxnMarkers", 1, 2, txn_admin.write_txn_markers),
         Api(28, "TxnOffsetCommit", 0, 3, transactions.handle_txn_offset_commit),
+        Api(29, "DescribeAcls", 1, 3, acls.describe),
+        Api(30, "CreateAcls", 1, 3, acls.create),
+        Api(31, "DeleteAcls", 1, 3, acls.delete),
         Api(32, "DescribeConfigs", 1, 4, configs.describe_configs),
         Api(33, "AlterConfigs", 0, 2, configs.alter_configs),
         Api(35, "DescribeLogDirs", 1, 4, log_dirs.handle),

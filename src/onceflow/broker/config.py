@@ -71,6 +71,14 @@ class BrokerConfig:
     #: A connection must finish its TLS handshake and SASL authentication within this
     #: long, or it is closed (so a client that stalls cannot hold a connection).
     authentication_timeout_ms: int = 10_000
+    #: Check every request against the ACLs (Kafka's authorizer.class.name); when off,
+    #: every client may do everything and the ACL APIs answer SECURITY_DISABLED.
+    acls_enabled: bool = False
+    #: Principals (``User:NAME``) allowed everything whatever the ACLs say.
+    super_users: tuple[str, ...] = ()
+    #: Allow an operation on a resource no ACL selects (Kafka's
+    #: allow.everyone.if.no.acl.found); otherwise it is denied.
+    allow_everyone_if_no_acl_found: bool = False
 
     def effective_listeners(self) -> tuple[Listener, ...]:
         """The listeners to open: ``listeners``, or PLAINTEXT on host:port."""

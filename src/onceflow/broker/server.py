@@ -72,7 +72,7 @@ class Broker:
         self._servers: list[asyncio.Server] = []
         #: The listeners as bound (a port of 0 replaced by the one picked).
         self.listeners: list[Listener] = list(config.effective_listeners())
-        self.security = Security(config.data_dir, config.sasl_mechanisms)
+        self.security = Security(config)
         self._lock_fd: int | None = None
         self._data_event = asyncio.Event()
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}

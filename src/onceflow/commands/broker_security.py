@@ -62,6 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--authentication-timeout-ms", type=int, default=10_000, metavar="MS",
         help="close connections that have not finished TLS and SASL within this long",
     )  # fmt: skip
+    group.add_argument(
+        "--acls", action="store_true",
+        help="check every request against the ACLs (onceflow acls, CreateAcls)",
+    )  # fmt: skip
+    group.add_argument(
+        "--super-user", action="append", default=[], metavar="User:NAME",
+        help="a principal the ACLs never restrict (repeatable)",
+    )  # fmt: skip
+    group.add_argument(
+        "--allow-everyone-if-no-acl-found", action="store_true",
+        help="allow what no ACL mentions (default: deny it)",
+    )  # fmt: skip
 
 
 def config_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,7 +90,15 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
         raise SecurityOptionError("--advertised-listener needs --listener")
     if args.authentication_timeout_ms <= 0:
         raise SecurityOptionError("--authentication-timeout-ms must be positive")
+    if (args.super_user or args.allow_everyone_if_no_acl_found) and not args.acls:
+        raise SecurityOptionError("--super-user and --allow-everyone-if-no-acl-found need --acls")
+    bad = [p for p in args.super_user if not p.startswith("User:")]
+    if bad:
+        raise SecurityOptionError(f"super users are principals like User:NAME, got {bad[0]!r}")
     values: dict[str, Any] = {
+        "acls_enabled": args.acls,
+        "super_users": tuple(args.super_user),
+        "allow_everyone_if_no_acl_found": args.allow_everyone_if_no_acl_found,
         "listeners": listeners,
         "tls": _tls(args, tuple(filter(None, (lst.advertised_host for lst in listeners)))),
         "authentication_timeout_ms": args.authentication_timeout_ms,

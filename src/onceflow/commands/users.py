@@ -7,13 +7,12 @@ command line, where other users of the machine could see them.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from onceflow.broker.security.credentials import CredentialStore, CredentialStoreError
+from onceflow.broker.security.credentials import CredentialStore
 from onceflow.broker.security.scram import (
     DEFAULT_ITERATIONS,
     MAX_ITERATIONS,
@@ -21,9 +20,12 @@ from onceflow.broker.security.scram import (
     ScramCredential,
     ScramMechanism,
 )
-from onceflow.commands.common import EXIT_FAILED, print_tables, table
+from onceflow.commands.common import add_local_action, print_tables, table
 
 MECHANISM_NAMES = [m.sasl_name for m in ScramMechanism]
+
+
+_action = functools.partial(add_local_action, open_store=CredentialStore, prog="onceflow users")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -55,30 +57,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="remove only this mechanism's credential (repeatable; default: all)",
     )  # fmt: skip
     _action(actions, "list", "list users and their mechanisms", _list)
-
-
-Action = Callable[[CredentialStore, argparse.Namespace], int]
-
-
-def _action(
-    actions: argparse._SubParsersAction, name: str, help_: str, run: Action
-) -> argparse.ArgumentParser:
-    parser = actions.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path("onceflow-data"),
-        help="the broker's data dir (default onceflow-data)",
-    )  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.set_defaults(run=lambda args: _run(run, args))
-    return parser
-
-
-def _run(action: Action, args: argparse.Namespace) -> int:
-    try:
-        return action(CredentialStore(args.data_dir), args)
-    except (CredentialStoreError, ValueError) as exc:
-        print(f"onceflow users {args.action}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
 
 
 def _read_password() -> str:

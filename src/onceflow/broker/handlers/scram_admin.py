@@ -9,6 +9,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.security.credentials import CredentialStoreError
 from onceflow.broker.security.scram import (
     MAX_ITERATIONS,
@@ -24,16 +25,22 @@ ALTER_KEY = 51
 def describe(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(DESCRIBE_KEY, request.__version__)
     store = broker.security.credentials
-    try:
-        users = store.users()
-    except CredentialStoreError as exc:
+
+    def refuse(error: ErrorCode, message: str) -> Any:
         return build(
             m.DescribeUserScramCredentialsResponse,
             throttle_time=NO_THROTTLE,
-            error_code=ErrorCode.unknown_server_error,
-            error_message=str(exc),
+            error_code=error,
+            error_message=message,
             results=(),
         )
+
+    if not allowed(broker, Operation.DESCRIBE, ResourceType.CLUSTER):
+        return refuse(ErrorCode.cluster_authorization_failed, "not authorized")
+    try:
+        users = store.users()
+    except CredentialStoreError as exc:
+        return refuse(ErrorCode.unknown_server_error, str(exc))
     wanted = [u.name for u in request.users] if request.users else sorted(users)
     counts = Counter(wanted)
     results = []
@@ -71,6 +78,11 @@ def alter(broker: Any, header: Any, request: Any) -> Any:
     def note(name: str, error: ErrorCode, message: str | None) -> None:
         outcome.setdefault(name, (error, message))
 
+    if not allowed(broker, Operation.ALTER, ResourceType.CLUSTER):
+        # Nothing is attempted: every user named gets the refusal.
+        duplicated = set(names)
+        for name in names:
+            note(name, ErrorCode.cluster_authorization_failed, "not authorized")
     for name in duplicated:
         note(name, ErrorCode.duplicate_resource, f"user {name} is altered more than once")
     for deletion in request.deletions:

@@ -9,15 +9,11 @@ file when it changed, so a user added from the command line can log in at once.
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from onceflow.broker.log.atomic import read_json, write_json_atomically
 from onceflow.broker.security.scram import ScramCredential, ScramMechanism
+from onceflow.broker.security.shared_file import SharedFileError, SharedJsonFile
 
 FILE_NAME = "users.json"
 _FORMAT_VERSION = 1
@@ -25,7 +21,7 @@ _FORMAT_VERSION = 1
 Users = dict[str, dict[ScramMechanism, ScramCredential]]
 
 
-class CredentialStoreError(Exception):
+class CredentialStoreError(SharedFileError):
     """The credential file cannot be read or written; the message is for humans."""
 
 
@@ -34,9 +30,15 @@ class CredentialStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / FILE_NAME
-        self._lock_path = self.path.with_name(FILE_NAME + ".lock")
-        self._users: Users = {}
-        self._stamp: tuple[int, int, int] | None = None
+        self._file = SharedJsonFile(
+            self.path,
+            version=_FORMAT_VERSION,
+            decode=_decode,
+            encode=_encode,
+            empty=dict,
+            error=CredentialStoreError,
+            mode=0o600,
+        )
 
     def lookup(self, user: str, mechanism: ScramMechanism) -> ScramCredential | None:
         """The user's credential for ``mechanism``, from the file as it is now."""
@@ -44,29 +46,18 @@ class CredentialStore:
 
     def users(self) -> Users:
         """Every user's credentials (reloaded if the file changed since last read)."""
-        try:
-            info = os.stat(self.path)
-        except FileNotFoundError:
-            self._users, self._stamp = {}, None
-            return self._users
-        except OSError as exc:
-            raise CredentialStoreError(f"cannot read {self.path}: {exc.strerror}") from exc
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
-        if stamp != self._stamp:
-            self._users = self._read()
-            self._stamp = stamp
-        return self._users
+        return self._file.read()
 
     def upsert(self, user: str, mechanism: ScramMechanism, credential: ScramCredential) -> None:
         """Add or replace one credential, durably."""
         if not user:
             raise CredentialStoreError("a user name cannot be empty")
-        with self._editing() as users:
+        with self._file.editing() as users:
             users.setdefault(user, {})[mechanism] = credential
 
     def delete(self, user: str, mechanism: ScramMechanism | None = None) -> bool:
         """Remove one credential (or all of a user's); False when there was none."""
-        with self._editing() as users:
+        with self._file.editing() as users:
             held = users.get(user, {})
             if mechanism is None:
                 found = bool(held)
@@ -77,44 +68,12 @@ class CredentialStore:
                 users.pop(user, None)
             return found
 
-    @contextlib.contextmanager
-    def _editing(self) -> Iterator[Users]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise CredentialStoreError(f"cannot write {self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            users = self._read()
-            yield users
-            try:
-                write_json_atomically(self.path, _encode(users), mode=0o600)
-            except OSError as exc:
-                raise CredentialStoreError(f"cannot write {self.path}: {exc.strerror}") from exc
-            self._stamp = None
-        finally:
-            os.close(lock_fd)
-
-    def _read(self) -> Users:
-        try:
-            data = read_json(self.path)
-        except (OSError, ValueError) as exc:
-            raise CredentialStoreError(f"cannot read {self.path}: {exc}") from exc
-        if data is None:
-            return {}
-        try:
-            return _decode(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CredentialStoreError(f"{self.path} is not a credential file: {exc}") from exc
-
 
 def _encode(users: Users) -> dict[str, Any]:
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
 
     return {
-        "version": _FORMAT_VERSION,
         "users": {
             user: {
                 mechanism.sasl_name: {
@@ -131,8 +90,6 @@ def _encode(users: Users) -> dict[str, Any]:
 
 
 def _decode(data: dict[str, Any]) -> Users:
-    if data.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"unknown format version {data.get('version')!r}")
     return {
         user: {
             ScramMechanism.from_name(name): ScramCredential(

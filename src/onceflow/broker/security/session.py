@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onceflow.broker.protocol import ProtocolError
+from onceflow.broker.security.acls import AclStore, Authorizer
 from onceflow.broker.security.credentials import CredentialStore
 from onceflow.broker.security.listeners import Listener, SecurityProtocol
 from onceflow.broker.security.sasl import Authenticator, FailureThrottle
 from onceflow.broker.security.tls import certificate_principal
+
+if TYPE_CHECKING:
+    from onceflow.broker.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +58,19 @@ class Session:
 
 
 class Security:
-    """What the broker shares between connections: credentials and failure throttling."""
+    """What the broker shares between connections: credentials, failure throttling and
+    the authorizer."""
 
-    def __init__(self, data_dir: Path, mechanisms: tuple[str, ...]) -> None:
-        self.credentials = CredentialStore(data_dir)
-        self.mechanisms = mechanisms
+    def __init__(self, config: BrokerConfig) -> None:
+        self.credentials = CredentialStore(config.data_dir)
+        self.mechanisms = config.sasl_mechanisms
         self.throttle = FailureThrottle()
+        self.authorizer = Authorizer(
+            AclStore(config.data_dir),
+            enabled=config.acls_enabled,
+            super_users=config.super_users,
+            allow_if_no_acl=config.allow_everyone_if_no_acl_found,
+        )
 
     def open_session(self, listener: Listener, ssl_object: Any) -> Session:
         """The session of a new connection, made current for its task."""
