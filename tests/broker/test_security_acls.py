@@ -29,6 +29,8 @@ from wire import WireClient
 
 from onceflow.admin.wire import request_module
 from onceflow.broker.protocol import build
+from onceflow.broker.security.acls import Acl, Operation, PatternType, Permission
+from onceflow.broker.security.acls import ResourceType as Rt
 
 ADMIN, BOB = "admin", "bob"
 TIMEOUT = 30.0
@@ -240,9 +242,6 @@ def test_allow_everyone_if_no_acl_found(tmp_path: Path) -> None:
         bob = _config(secure, BOB)
         assert _produce_error(bob, "open-topic") is None
         store = secure.thread.broker.security.authorizer.store
-        from onceflow.broker.security.acls import Acl, Operation, PatternType, Permission
-        from onceflow.broker.security.acls import ResourceType as Rt
-
         # One ACL for someone else on the topic: bob is no longer "everyone".
         store.add([Acl(Rt.TOPIC, "open-topic", PatternType.LITERAL, "User:carol", "*",
                        Operation.WRITE, Permission.ALLOW)])  # fmt: skip
@@ -300,5 +299,26 @@ def test_acl_apis_answer_security_disabled_without_acls(tmp_path: Path) -> None:
                                       host_filter=None, operation=1, permission_type=1)
             )  # fmt: skip
         assert answer.error_code == ErrorCode.security_disabled
+    finally:
+        secure.thread.stop()
+
+
+def test_client_certificate_subject_is_the_principal_acls_see(tmp_path: Path) -> None:
+    secure = start_secure_broker(tmp_path, listeners=("SSL://127.0.0.1:0",), acls_enabled=True)
+    try:
+        secure.thread.broker.security.authorizer.store.add(
+            [Acl(Rt.TOPIC, "certs", PatternType.LITERAL, "User:CN=service-a,O=onceflow", "*",
+                 operation, Permission.ALLOW) for operation in (Operation.WRITE,
+                                                                Operation.CREATE)]
+        )  # fmt: skip
+
+        def with_certificate(name: str) -> dict[str, Any]:
+            cert, key = secure.client_certificate(tmp_path, name)
+            return {**secure.client_config("SSL"), "ssl.certificate.location": str(cert),
+                    "ssl.key.location": str(key)}  # fmt: skip
+
+        assert _produce_error(with_certificate("service-a"), "certs") is None
+        error = _produce_error(with_certificate("service-b"), "certs")
+        assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     finally:
         secure.thread.stop()
