@@ -15,6 +15,7 @@ from onceflow import commands as operator_commands
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
 from onceflow.broker.server import Broker, BrokerStartError
 from onceflow.client_logging import show_client_logs
+from onceflow.commands import acls, broker_security, users
 
 EXIT_USAGE = 2
 # The broker settings a flag leaves alone.
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.max_inflight_bytes,
         help="unanswered request bytes per connection before it is no longer read",
     )
+    broker_security.add_arguments(broker)
     broker.set_defaults(run=_run_broker)
 
     demo = commands.add_parser(
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     program.add_argument("--dsn", help="the database: a SQLite path or a postgresql:// URL")
     verify.set_defaults(run=_run_verify)
     operator_commands.register(commands)
+    users.register(commands)
+    acls.register(commands)
     return parser
 
 
@@ -241,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_broker(args: argparse.Namespace) -> int:
+    try:
+        security = broker_security.config_values(args)
+    except broker_security.SecurityOptionError as exc:
+        print(f"onceflow broker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = BrokerConfig(
         data_dir=args.data_dir,
         host=args.host,
@@ -258,11 +267,12 @@ def _run_broker(args: argparse.Namespace) -> int:
         max_connections_per_ip=args.max_connections_per_ip or _DEFAULTS.max_connections_per_ip,
         max_inflight_requests=args.max_inflight_requests,
         max_inflight_bytes=args.max_inflight_bytes,
+        **security,
     )
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, trust_hint=args.tls_self_signed is not None))
 
 
-async def _serve(config: BrokerConfig) -> int:
+async def _serve(config: BrokerConfig, trust_hint: bool = False) -> int:
     broker = Broker(config)
     try:
         await broker.start()
@@ -273,12 +283,22 @@ async def _serve(config: BrokerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    first = broker.listeners[0]
     print(
-        f"onceflow broker listening on {config.host}:{broker.port} "
+        f"onceflow broker listening on {first.host}:{broker.port} "
         f"(clients use {broker.bootstrap}, data dir {config.data_dir}, "
         f"flush {config.flush.value})",
         flush=True,
     )
+    if config.listeners:
+        for listener in broker.listeners:
+            host, port = listener.client_host(), listener.advertised_port or listener.port
+            print(
+                f"listener {listener} {listener.protocol.value}, clients use {host}:{port}",
+                flush=True,
+            )
+    if trust_hint and config.tls is not None:
+        print(f"TLS clients trust {config.tls.cafile}", flush=True)
     if broker.metrics is not None:
         print(f"metrics at http://{broker.host}:{broker.metrics.port}/metrics", flush=True)
     await stopping.wait()

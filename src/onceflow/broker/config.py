@@ -6,10 +6,11 @@ import dataclasses
 import enum
 from pathlib import Path
 
+from onceflow.broker.security.listeners import Listener, SecurityProtocol
+from onceflow.broker.security.sasl import MECHANISMS
+from onceflow.broker.security.tls import TlsConfig
+
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
-#: Bind addresses meaning "every interface", which no client can connect to, and the
-#: loopback address advertised instead (asyncio makes a "::" listener IPv6-only).
-WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 class FlushPolicy(enum.StrEnum):
@@ -68,10 +69,40 @@ class BrokerConfig:
     #: Serve Prometheus metrics over HTTP on ``host`` at this port; None (the default)
     #: serves none, 0 picks a free port (``Broker.metrics.port`` tells which).
     metrics_port: int | None = None
+    #: Where to accept connections, and how (``NAME://HOST:PORT``, see
+    #: ``security.listeners``); empty means one PLAINTEXT listener on host:port.
+    listeners: tuple[Listener, ...] = ()
+    #: Certificate and key of the SSL and SASL_SSL listeners.
+    tls: TlsConfig | None = None
+    #: SASL mechanisms offered on SASL listeners.
+    sasl_mechanisms: tuple[str, ...] = MECHANISMS
+    #: A connection must finish its TLS handshake and SASL authentication within this
+    #: long, or it is closed (so a client that stalls cannot hold a connection).
+    authentication_timeout_ms: int = 10_000
+    #: Check every request against the ACLs (Kafka's authorizer.class.name); when off,
+    #: every client may do everything and the ACL APIs answer SECURITY_DISABLED.
+    acls_enabled: bool = False
+    #: Principals (``User:NAME``) allowed everything whatever the ACLs say.
+    super_users: tuple[str, ...] = ()
+    #: Allow an operation on a resource no ACL selects (Kafka's
+    #: allow.everyone.if.no.acl.found); otherwise it is denied.
+    allow_everyone_if_no_acl_found: bool = False
+
+    def effective_listeners(self) -> tuple[Listener, ...]:
+        """The listeners to open: ``listeners``, or PLAINTEXT on host:port."""
+        if self.listeners:
+            return self.listeners
+        return (
+            Listener(
+                SecurityProtocol.PLAINTEXT.value,
+                SecurityProtocol.PLAINTEXT,
+                self.host,
+                self.port,
+                self.advertised_host,
+            ),
+        )
 
     @property
     def client_host(self) -> str:
-        """The host this broker advertises to clients."""
-        if self.advertised_host:
-            return self.advertised_host
-        return WILDCARD_HOSTS.get(self.host, self.host)
+        """The host the first listener advertises to clients."""
+        return self.effective_listeners()[0].client_host()

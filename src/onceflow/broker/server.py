@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -39,6 +41,9 @@ from onceflow.broker.protocol import (
     encode_response,
     peek,
 )
+from onceflow.broker.security.listeners import Listener
+from onceflow.broker.security.session import Security, Session, current_session
+from onceflow.broker.security.tls import TlsError, server_context
 from onceflow.broker.topics import TopicRegistry
 from onceflow.broker.transactions import TransactionCoordinator
 
@@ -46,6 +51,9 @@ log = logging.getLogger(__name__)
 
 _SIZE = struct.Struct(">i")
 CLUSTER_ID = "onceflow-embedded"
+MAX_UNAUTHENTICATED_REQUEST_BYTES = 512 * 1024
+#: Put on a connection's response queue after its last response: close once it is sent.
+_LAST_RESPONSE = object()
 
 
 class BrokerStartError(Exception):
@@ -61,7 +69,10 @@ class Broker:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
+        #: The listeners as bound (a port of 0 replaced by the one picked).
+        self.listeners: list[Listener] = list(config.effective_listeners())
+        self.security = Security(config)
         self._lock_fd: int | None = None
         self._data_event = asyncio.Event()
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -93,32 +104,73 @@ class Broker:
 
     @property
     def serving(self) -> bool:
-        return self._server is not None
+        return bool(self._servers)
+
+    def advertised_endpoint(self) -> tuple[str, int]:
+        """(host, port) clients are told to connect to: those of the listener the
+        current request arrived on (Metadata, FindCoordinator, DescribeCluster)."""
+        session = current_session()
+        listener = session.listener if session is not None else self.listeners[0]
+        return listener.client_host(), listener.advertised_port or listener.port
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        ssl_context = self._ssl_context()
         self._open_data_dir()
         # Finish transactions a crash interrupted before any client can look.
         await self.transactions.start()
         self.maintenance.start()
-        try:
-            self._server = await asyncio.start_server(
-                self._serve_connection,
-                self.config.host,
-                self.config.port,
-                reuse_address=True,
-                limit=2**20,
-            )
-        except OSError as exc:
-            self._close_storage()
-            await self.maintenance.stop()
-            raise BrokerStartError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
-            ) from exc
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("listening on %s", self.bootstrap)
+        for index, listener in enumerate(self.listeners):
+            try:
+                server = await asyncio.start_server(
+                    functools.partial(self._serve_connection, index),
+                    listener.host,
+                    listener.port,
+                    reuse_address=True,
+                    limit=2**20,
+                    ssl=ssl_context if listener.protocol.uses_tls else None,
+                    ssl_handshake_timeout=(
+                        self.config.authentication_timeout_ms / 1000
+                        if listener.protocol.uses_tls
+                        else None
+                    ),
+                )
+            except OSError as exc:
+                await self.stop()
+                raise BrokerStartError(
+                    f"cannot listen on {listener}: {exc.strerror or exc}"
+                ) from exc
+            self._servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            self.listeners[index] = dataclasses.replace(listener, port=port)
+        self.port = self.listeners[0].port
+        log.info("listening on %s", ", ".join(map(str, self.listeners)))
+        self._warn_if_open()
         if self.metrics is not None:
             await self._serve_metrics(self.metrics)
+
+    def _ssl_context(self) -> Any:
+        if not any(listener.protocol.uses_tls for listener in self.listeners):
+            return None
+        if self.config.tls is None:
+            raise BrokerStartError("SSL and SASL_SSL listeners need a certificate and key")
+        try:
+            return server_context(self.config.tls)
+        except TlsError as exc:
+            raise BrokerStartError(str(exc)) from exc
+
+    def _warn_if_open(self) -> None:
+        open_listeners = [
+            str(listener)
+            for listener in self.listeners
+            if not listener.is_loopback and not listener.protocol.uses_sasl
+        ]
+        if open_listeners:
+            log.warning(
+                "%s accept%s clients from other hosts without authentication",
+                ", ".join(open_listeners),
+                "s" if len(open_listeners) == 1 else "",
+            )
 
     async def _serve_metrics(self, metrics: BrokerMetrics) -> None:
         assert self.config.metrics_port is not None
@@ -171,14 +223,16 @@ class Broker:
         """Stop accepting, finish flushing, close every file."""
         if self.metrics is not None:
             await self.metrics.close()
-        if self._server is not None:
-            self._server.close()
+        if self._servers:
+            for server in self._servers:
+                server.close()
             # Aborting the transports ends each connection's read loop the normal way.
             for writer in self._connections.values():
                 writer.transport.abort()
             await asyncio.gather(*self._connections, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
+            for server in self._servers:
+                await server.wait_closed()
+            self._servers = []
         await self.maintenance.stop()
         await self.flusher.drain()
         self._close_storage()
@@ -238,7 +292,7 @@ class Broker:
     # -- connections -------------------------------------------------------------
 
     async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, listener_index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if peer else ""
@@ -254,6 +308,9 @@ class Broker:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         enter_connection(peer)
+        session = self.security.open_session(
+            self.listeners[listener_index], writer.get_extra_info("ssl_object")
+        )
         # Bounded by in_flight, which the sender wakes even when it stops for good.
         responses: asyncio.Queue[Any] = asyncio.Queue()
         in_flight = InFlight(self.config.max_inflight_requests, self.config.max_inflight_bytes)
@@ -261,13 +318,19 @@ class Broker:
         try:
             while not sender.done():
                 await in_flight.wait_for_room()
-                frame = await self._read_frame(reader)
+                frame = await self._read_frame(reader, session)
                 if frame is None:
                     break
-                outcome = self._dispatch(frame)
+                outcome = self._dispatch(frame, session)
                 if outcome is not None:
                     in_flight.take(len(frame))
                     responses.put_nowait((outcome, len(frame)))
+                if session.close_after_response:
+                    responses.put_nowait((_LAST_RESPONSE, 0))
+                    await sender
+                    break
+        except TimeoutError:
+            log.info("closing connection from %s: not authenticated in time", peer)
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -288,7 +351,17 @@ class Broker:
             self._connections.pop(task, None)
             self.limits.release(ip)
 
-    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
+    async def _read_frame(self, reader: asyncio.StreamReader, session: Session) -> bytes | None:
+        if session.authenticated:
+            return await self._read_frame_now(reader, self.config.max_request_bytes)
+        # Until it has authenticated, a client has a deadline counted from its accept, and
+        # small frames only (Kafka's sasl.server.max.receive.size).
+        if session.deadline is None:
+            session.deadline = time.monotonic() + self.config.authentication_timeout_ms / 1000
+        async with asyncio.timeout(max(0.0, session.deadline - time.monotonic())):
+            return await self._read_frame_now(reader, MAX_UNAUTHENTICATED_REQUEST_BYTES)
+
+    async def _read_frame_now(self, reader: asyncio.StreamReader, limit: int) -> bytes | None:
         try:
             prefix = await reader.readexactly(4)
         except asyncio.IncompleteReadError as exc:
@@ -296,16 +369,17 @@ class Broker:
                 raise ProtocolError("connection closed inside a size prefix") from exc
             return None
         (size,) = _SIZE.unpack(prefix)
-        if size < 8 or size > self.config.max_request_bytes:
+        if size < 8 or size > limit:
             raise ProtocolError(f"request size {size} is out of bounds")
         try:
             return await reader.readexactly(size)
         except asyncio.IncompleteReadError as exc:
             raise ProtocolError(f"connection closed after {len(exc.partial)}/{size} bytes") from exc
 
-    def _dispatch(self, frame: bytes) -> bytes | Awaitable[bytes] | None:
+    def _dispatch(self, frame: bytes, session: Session) -> bytes | Awaitable[bytes] | None:
         """Decode one request and start its handler; returns the response or its promise."""
         head = peek(frame)
+        session.admit(head.api_key)
         api = API_TABLE.get(head.api_key)
         if api is None:
             raise ProtocolError(f"unknown API key {head.api_key}")
@@ -366,6 +440,8 @@ class Broker:
         try:
             while True:
                 item, request_size = await responses.get()
+                if item is _LAST_RESPONSE:
+                    return
                 data = await item if isinstance(item, Awaitable) else item
                 writer.write(data)
                 await writer.drain()

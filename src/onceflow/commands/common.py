@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from onceflow.admin.cluster import DEFAULT_TIMEOUT, AdminError, Cluster
 from onceflow.admin.report import to_json
+from onceflow.broker.security.shared_file import SharedFileError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 EXIT_FAILED = 1
@@ -52,6 +54,36 @@ def add_action(
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=lambda args: _run(action, args, prog))
+    return parser
+
+
+def add_local_action(
+    actions: argparse._SubParsersAction,
+    name: str,
+    help_: str,
+    action: Callable[[Any, argparse.Namespace], int],
+    *,
+    open_store: Callable[[Path], Any],
+    prog: str,
+) -> argparse.ArgumentParser:
+    """A subcommand with --data-dir and --json that runs ``action(store, args)`` on a
+    store of a broker's data dir; a ValueError or a SharedFileError prints one line and
+    exits 1."""
+    parser = actions.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("onceflow-data"),
+        help="the broker's data dir (default onceflow-data)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return action(open_store(args.data_dir), args)
+        except (ValueError, SharedFileError) as exc:
+            print(f"{prog} {name}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+    parser.set_defaults(run=run)
     return parser
 
 

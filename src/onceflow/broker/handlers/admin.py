@@ -11,6 +11,7 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.log.retention import remove_directories
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError
 
 DELETE_TOPICS = 20
@@ -49,6 +50,10 @@ def delete_topics(broker: Any, header: Any, request: Any) -> Any:
     doomed: list[Topic] = []
     for name, topic_id in asked:
         topic = _live_topic(broker, name) if name is not None else by_id.get(topic_id)
+        shown = name if name is not None else (topic.name if topic is not None else None)
+        if shown is not None and not allowed(broker, Operation.DELETE, ResourceType.TOPIC, shown):
+            results.append((name, topic_id, ErrorCode.topic_authorization_failed, "not authorized"))
+            continue
         if topic is None or topic.deleting:
             code = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
             results.append((name, topic_id, code, "topic does not exist"))
@@ -106,6 +111,8 @@ def create_partitions(broker: Any, header: Any, request: Any) -> Any:
         try:
             if names.count(wanted.name) > 1:
                 raise TopicError(ErrorCode.invalid_request, f"topic {wanted.name!r} appears twice")
+            if not allowed(broker, Operation.ALTER, ResourceType.TOPIC, wanted.name):
+                raise TopicError(ErrorCode.topic_authorization_failed, "not authorized")
             topic = _live_topic(broker, wanted.name)
             if topic is None:
                 raise TopicError(
@@ -148,6 +155,7 @@ def delete_records(broker: Any, header: Any, request: Any) -> Any:
     topics = []
     for wanted in request.topics:
         topic = _live_topic(broker, wanted.name)
+        deletable = allowed(broker, Operation.DELETE, ResourceType.TOPIC, wanted.name)
         partitions = []
         for asked in wanted.partitions:
             error, low = ErrorCode.none, -1
@@ -156,7 +164,9 @@ def delete_records(broker: Any, header: Any, request: Any) -> Any:
                 if topic is not None and 0 <= asked.partition_index < len(topic.partitions)
                 else None
             )
-            if partition is None:
+            if not deletable:
+                error = ErrorCode.topic_authorization_failed
+            elif partition is None:
                 error = ErrorCode.unknown_topic_or_partition
             elif topic is not None and topic.effective.compact and not topic.effective.delete:
                 # As Kafka: records of a compacted-only topic are removed by compaction.
@@ -190,6 +200,7 @@ def delete_records(broker: Any, header: Any, request: Any) -> Any:
 def describe_cluster(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(DESCRIBE_CLUSTER, request.__version__)
     node = broker.config.node_id
+    host, port = broker.advertised_endpoint()
     return build(
         m.DescribeClusterResponse,
         throttle_time=NO_THROTTLE,
@@ -202,8 +213,8 @@ def describe_cluster(broker: Any, header: Any, request: Any) -> Any:
             build(
                 m.DescribeClusterBroker,
                 broker_id=node,
-                host=broker.host,
-                port=broker.port,
+                host=host,
+                port=port,
                 rack=None,
                 is_fenced=False,
             ),

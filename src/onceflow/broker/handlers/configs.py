@@ -13,6 +13,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topic_config import (
     TOPIC_KEYS,
     ConfigError,
@@ -74,6 +75,10 @@ def _broker_rows(broker: Any, name: str) -> Iterator[Row]:
         ("offsets.retention.minutes", str(int(cfg.offsets_retention_minutes)), ConfigType.INT),
         ("socket.request.max.bytes", str(broker.config.max_request_bytes), ConfigType.INT),
         ("default.replication.factor", "1", ConfigType.INT),
+        ("listeners", ",".join(map(str, broker.listeners)), ConfigType.LIST),
+        ("sasl.enabled.mechanisms", ",".join(cfg.sasl_mechanisms), ConfigType.LIST),
+        # Re-authentication (KIP-368) is not offered: sessions last as long as connections.
+        ("connections.max.reauth.ms", "0", ConfigType.LONG),
     ]  # fmt: skip
     for key_name, value, type_ in own:
         yield key_name, value, static, type_, True, [(key_name, value, int(static))], ""
@@ -85,6 +90,15 @@ def _broker_rows(broker: Any, name: str) -> Iterator[Row]:
 
 
 _ROWS: dict[int, Callable[[Any, str], Iterator[Row]]] = {TOPIC: _topic_rows, BROKER: _broker_rows}
+
+
+def _authorize(broker: Any, resource: Any, operation: Operation) -> None:
+    """Raise TOPIC_ or CLUSTER_AUTHORIZATION_FAILED unless ``operation`` is allowed."""
+    if resource.resource_type == TOPIC:
+        if not allowed(broker, operation, ResourceType.TOPIC, resource.resource_name):
+            raise ResourceError(ErrorCode.topic_authorization_failed, "not authorized")
+    elif resource.resource_type == BROKER and not allowed(broker, operation, ResourceType.CLUSTER):
+        raise ResourceError(ErrorCode.cluster_authorization_failed, "not authorized")
 
 
 def describe_configs(broker: Any, header: Any, request: Any) -> Any:
@@ -101,6 +115,7 @@ def describe_configs(broker: Any, header: Any, request: Any) -> Any:
                     ErrorCode.invalid_request,
                     f"resource type {resource.resource_type} is unsupported",
                 )
+            _authorize(broker, resource, Operation.DESCRIBE_CONFIGS)
             wanted = resource.configuration_keys
             for name, value, source, type_, read_only, syns, doc in rows(
                 broker, resource.resource_name
@@ -153,6 +168,7 @@ def _alter(
     for resource in request.resources:
         error, message = ErrorCode.none, None
         try:
+            _authorize(broker, resource, Operation.ALTER_CONFIGS)
             if resource.resource_type == BROKER:
                 if resource.configs:
                     names = ", ".join(c.name for c in resource.configs)

@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.handlers.metadata import may_create_topic
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.topics import TopicError
 
@@ -23,6 +24,8 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 raise TopicError(
                     ErrorCode.invalid_request, f"topic {creatable.name!r} appears twice"
                 )
+            if not may_create_topic(broker, creatable.name):
+                raise TopicError(ErrorCode.topic_authorization_failed, "not authorized to create")
             count, replication = _layout(broker, creatable)
             broker.topics.check_new(creatable.name, count, replication)
             configs = broker.topics.check_configs({c.name: c.value for c in creatable.configs})

@@ -8,6 +8,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 
 API_KEY = 1
 READ_COMMITTED = 1
@@ -43,13 +44,16 @@ def _collect(broker: Any, request: Any) -> tuple[Any, int]:
     topics = []
     for wanted in request.topics:
         partitions = []
+        readable = allowed(broker, Operation.READ, ResourceType.TOPIC, wanted.topic)
         for asked in wanted.partitions:
             partition = broker.topics.partition(wanted.topic, asked.partition)
             error = ErrorCode.none
             records = b""
             aborted: tuple[Any, ...] = ()
             high_watermark = last_stable = log_start = -1
-            if partition is None:
+            if not readable:
+                error = ErrorCode.topic_authorization_failed
+            elif partition is None:
                 error = ErrorCode.unknown_topic_or_partition
             elif broker.storage_error is not None:
                 error = ErrorCode.kafka_storage_error

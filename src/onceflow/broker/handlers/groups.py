@@ -14,6 +14,7 @@ from kio.schema.errors import ErrorCode
 from onceflow.broker.connection import current_client
 from onceflow.broker.groups import GroupCoordinator, JoinResult, SyncResult
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 
 JOIN_GROUP = 11
 HEARTBEAT = 12
@@ -47,8 +48,19 @@ def _client_host() -> str:
     return f"/{current_client().host}"
 
 
+def _may_read(broker: Any, group_id: str) -> bool:
+    return allowed(broker, Operation.READ, ResourceType.GROUP, group_id)
+
+
 def join_group(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(JOIN_GROUP, request.__version__)
+    if not _may_read(broker, request.group_id):
+        return build(
+            m.JoinGroupResponse, throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.group_authorization_failed, generation_id=-1,
+            protocol_type=None, protocol_name="", leader="", skip_assignment=False,
+            member_id=request.member_id, members=(),
+        )  # fmt: skip
     rebalance_timeout = getattr(request, "rebalance_timeout", None)
     session_ms = int(request.session_timeout.total_seconds() * 1000)
     outcome = _coordinator(broker).join(
@@ -93,6 +105,12 @@ def join_group(broker: Any, header: Any, request: Any) -> Any:
 
 def sync_group(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(SYNC_GROUP, request.__version__)
+    if not _may_read(broker, request.group_id):
+        return build(
+            m.SyncGroupResponse, throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.group_authorization_failed, protocol_type=None,
+            protocol_name=None, assignment=b"",
+        )  # fmt: skip
     outcome = _coordinator(broker).sync(
         group_id=request.group_id,
         generation=request.generation_id,
@@ -116,6 +134,12 @@ def sync_group(broker: Any, header: Any, request: Any) -> Any:
 
 def heartbeat(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(HEARTBEAT, request.__version__)
+    if not _may_read(broker, request.group_id):
+        return build(
+            m.HeartbeatResponse,
+            throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.group_authorization_failed,
+        )
     error = _coordinator(broker).heartbeat(
         group_id=request.group_id,
         generation=request.generation_id,
@@ -127,7 +151,10 @@ def heartbeat(broker: Any, header: Any, request: Any) -> Any:
 
 def leave_group(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(LEAVE_GROUP, request.__version__)
-    error = _coordinator(broker).leave(group_id=request.group_id, member_id=request.member_id)
+    if not _may_read(broker, request.group_id):
+        error = ErrorCode.group_authorization_failed
+    else:
+        error = _coordinator(broker).leave(group_id=request.group_id, member_id=request.member_id)
     return build(m.LeaveGroupResponse, throttle_time=NO_THROTTLE, error_code=error)
 
 
@@ -135,6 +162,15 @@ def describe_groups(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(DESCRIBE_GROUPS, request.__version__)
     described = []
     for group_id in request.groups:
+        if not allowed(broker, Operation.DESCRIBE, ResourceType.GROUP, group_id):
+            described.append(
+                build(
+                    m.DescribedGroup, error_code=ErrorCode.group_authorization_failed,
+                    group_id=group_id, group_state="", protocol_type="", protocol_data="",
+                    members=(), authorized_operations=NO_AUTHORIZED_OPERATIONS,
+                )
+            )  # fmt: skip
+            continue
         info = _coordinator(broker).describe(group_id)
         described.append(
             build(
@@ -165,6 +201,8 @@ def describe_groups(broker: Any, header: Any, request: Any) -> Any:
 def list_groups(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(LIST_GROUPS, request.__version__)
     wanted = {state.lower() for state in getattr(request, "states_filter", ())}
+    # As Kafka: DESCRIBE on the cluster lists every group, else those one may describe.
+    everything = allowed(broker, Operation.DESCRIBE, ResourceType.CLUSTER)
     listed = tuple(
         build(
             m.ListedGroup,
@@ -173,7 +211,8 @@ def list_groups(broker: Any, header: Any, request: Any) -> Any:
             group_state=str(info.state),
         )
         for info in _coordinator(broker).list_groups()
-        if not wanted or str(info.state).lower() in wanted
+        if (not wanted or str(info.state).lower() in wanted)
+        and (everything or allowed(broker, Operation.DESCRIBE, ResourceType.GROUP, info.group_id))
     )
     return build(
         m.ListGroupsResponse, throttle_time=NO_THROTTLE, error_code=ErrorCode.none, groups=listed

@@ -10,6 +10,7 @@ from kio.schema.errors import ErrorCode
 from onceflow.broker.handlers.transactions import client_error
 from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.transactions import TxnError
 
 API_KEY = 22
@@ -34,6 +35,10 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     known_id = getattr(request, "producer_id", -1)
     known_epoch = getattr(request, "producer_epoch", -1)
     if request.transactional_id is not None:
+        if not allowed(
+            broker, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id
+        ):
+            return answer(ErrorCode.transactional_id_authorization_failed)
         try:
             pending = broker.transactions.init_producer_id(
                 request.transactional_id,
@@ -54,7 +59,16 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             return answer(ErrorCode.none, producer_id, epoch)
 
         return finish()
+    if not _may_write_idempotently(broker):
+        return answer(ErrorCode.cluster_authorization_failed)
     if known_id >= 0 and 0 <= known_epoch < MAX_EPOCH - 1:
         # KIP-360: an idempotent producer recovers from a lost sequence by bumping its epoch.
         return answer(ErrorCode.none, known_id, known_epoch + 1)
     return answer(ErrorCode.none, broker.producer_ids.allocate(), 0)
+
+
+def _may_write_idempotently(broker: Any) -> bool:
+    """IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (as Kafka since 3.0)."""
+    return allowed(broker, Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER) or any(
+        allowed(broker, Operation.WRITE, ResourceType.TOPIC, name) for name in broker.topics.topics
+    )

@@ -8,6 +8,7 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.records import InvalidBatch
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 
 API_KEY = 2
 LATEST = -1
@@ -23,10 +24,13 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     topics = []
     for wanted in request.topics:
         partitions = []
+        visible = allowed(broker, Operation.DESCRIBE, ResourceType.TOPIC, wanted.name)
         for asked in wanted.partitions:
             partition = broker.topics.partition(wanted.name, asked.partition_index)
             error, offset, timestamp = ErrorCode.none, NOT_FOUND, NOT_FOUND
-            if partition is None:
+            if not visible:
+                error = ErrorCode.topic_authorization_failed
+            elif partition is None:
                 error = ErrorCode.unknown_topic_or_partition
             elif broker.storage_error is not None:
                 error = ErrorCode.kafka_storage_error

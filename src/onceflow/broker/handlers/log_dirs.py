@@ -11,6 +11,7 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.log.partition import PartitionLog
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 
 API_KEY = 35
 
@@ -22,6 +23,13 @@ def partition_size(partition: PartitionLog) -> int:
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(API_KEY, request.__version__)
+    if not allowed(broker, Operation.DESCRIBE, ResourceType.CLUSTER):
+        return build(
+            m.DescribeLogDirsResponse,
+            throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.cluster_authorization_failed,
+            results=(),
+        )
     live = {name: t for name, t in broker.topics.topics.items() if not t.deleting}
     # None asks for every partition; a topic or partition that does not exist is left out.
     wanted = (

@@ -7,6 +7,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError, validate_topic_name
 
 API_KEY = 3
@@ -14,6 +15,13 @@ API_KEY = 3
 NO_AUTHORIZED_OPERATIONS = -(2**31)
 
 NULL_NAME_SINCE = 12
+
+
+def may_create_topic(broker: Any, name: str) -> bool:
+    """CREATE on the cluster, or on the topic (as Kafka's CreateTopics and auto-create)."""
+    return allowed(broker, Operation.CREATE, ResourceType.CLUSTER) or allowed(
+        broker, Operation.CREATE, ResourceType.TOPIC, name
+    )
 
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
@@ -48,14 +56,26 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             topic_authorized_operations=NO_AUTHORIZED_OPERATIONS,
         )
 
+    def visible(name: str) -> bool:
+        return allowed(broker, Operation.DESCRIBE, ResourceType.TOPIC, name)
+
     entries = []
     if requested is None:
-        entries = [topic_entry(t.name, t, ErrorCode.none) for t in broker.topics.topics.values()]
+        # Topics the client may not describe are left out, as if they did not exist.
+        entries = [
+            topic_entry(t.name, t, ErrorCode.none)
+            for t in broker.topics.topics.values()
+            if visible(t.name)
+        ]
     else:
         by_id = {t.topic_id: t for t in broker.topics.topics.values()}
         for wanted in requested:
             name = wanted.name
             topic = broker.topics.get(name) if name is not None else by_id.get(wanted.topic_id)
+            shown = topic.name if topic is not None else name
+            if shown is not None and not visible(shown):
+                entries.append(topic_entry(name, None, ErrorCode.topic_authorization_failed))
+                continue
             if topic is not None:
                 entries.append(topic_entry(topic.name, topic, ErrorCode.none))
                 continue
@@ -69,12 +89,13 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             except TopicError as exc:
                 entries.append(topic_entry(name, None, ErrorCode(exc.code)))
                 continue
-            if allow_create and broker.config.auto_create_topics:
+            if allow_create and broker.config.auto_create_topics and may_create_topic(broker, name):
                 topic = broker.topics.create(name, broker.config.default_partitions)
                 entries.append(topic_entry(name, topic, ErrorCode.none))
             else:
                 entries.append(topic_entry(name, None, ErrorCode.unknown_topic_or_partition))
 
+    host, port = broker.advertised_endpoint()
     return build(
         m.MetadataResponse,
         throttle_time=NO_THROTTLE,
@@ -82,8 +103,8 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             build(
                 m.MetadataResponseBroker,
                 node_id=node,
-                host=broker.host,
-                port=broker.port,
+                host=host,
+                port=port,
                 rack=None,
             ),
         ),

@@ -17,6 +17,7 @@ from onceflow.broker.records import (
     InvalidBatch,
     read_header,
 )
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 
 API_KEY = 0
 
@@ -27,16 +28,26 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     # (topic, partition index, error, base offset, log start, message, append time).
     outcomes: list[list[Any]] = []
     waits: dict[int, Awaitable[None]] = {}
+    transactional_id = getattr(request, "transactional_id", None)
+    refused = _refusal(broker, transactional_id)
     # As Kafka, Produce never creates a topic (Metadata does, when allowed): an unknown
     # topic is UNKNOWN_TOPIC_OR_PARTITION, which clients retry after a metadata refresh.
     offline = broker.storage_error
     for topic_data in request.topic_data:
+        denied = refused or (
+            None
+            if allowed(broker, Operation.WRITE, ResourceType.TOPIC, topic_data.name)
+            else ErrorCode.topic_authorization_failed
+        )
         for data in topic_data.partition_data:
             outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1]
             outcomes.append(outcome)
             if acks not in (0, 1, -1):
                 outcome[2] = ErrorCode.invalid_required_acks
                 outcome[5] = f"acks must be 0, 1 or -1 (all), got {acks}"
+                continue
+            if denied is not None:
+                outcome[2] = denied
                 continue
             if offline is not None:
                 outcome[2], outcome[5] = ErrorCode.kafka_storage_error, str(offline)
@@ -107,6 +118,15 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
         return respond()
 
     return after_flush()
+
+
+def _refusal(broker: Any, transactional_id: str | None) -> ErrorCode | None:
+    """Every partition's error when the transactional id may not be written."""
+    if transactional_id is None or allowed(
+        broker, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id
+    ):
+        return None
+    return ErrorCode.transactional_id_authorization_failed
 
 
 def _as_datetime(timestamp_ms: int) -> datetime.datetime | None:

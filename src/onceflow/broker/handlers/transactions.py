@@ -9,6 +9,7 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.transactions import TxnError
 
 ADD_PARTITIONS_KEY = 24
@@ -53,20 +54,26 @@ def answer_after(
 def handle_add_partitions(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(ADD_PARTITIONS_KEY, request.__version__)
     topics = request.v3_and_below_topics
-    unknown = {
-        (t.name, p)
-        for t in topics
-        for p in t.partitions
-        if broker.topics.partition(t.name, p) is None
+    writable = {
+        t.name for t in topics if allowed(broker, Operation.WRITE, ResourceType.TOPIC, t.name)
     }
+    # Partitions that stop the whole request; the others are then not attempted.
+    refused: dict[tuple[str, int], ErrorCode] = {}
+    for t in topics:
+        for p in t.partitions:
+            if t.name not in writable:
+                refused[(t.name, p)] = ErrorCode.topic_authorization_failed
+            elif broker.topics.partition(t.name, p) is None:
+                refused[(t.name, p)] = ErrorCode.unknown_topic_or_partition
+    if not _may_write_txn(broker, request.v3_and_below_transactional_id):
+        error = ErrorCode.transactional_id_authorization_failed
+        refused = {(t.name, p): error for t in topics for p in t.partitions}
 
     def respond(error: ErrorCode) -> Any:
         def code(name: str, index: int) -> ErrorCode:
-            if not unknown:
+            if not refused:
                 return error
-            if (name, index) in unknown:
-                return ErrorCode.unknown_topic_or_partition
-            return ErrorCode.operation_not_attempted
+            return refused.get((name, index), ErrorCode.operation_not_attempted)
 
         return build(
             m.AddPartitionsToTxnResponse,
@@ -88,7 +95,7 @@ def handle_add_partitions(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
-    if unknown:
+    if refused:
         return respond(ErrorCode.none)
     return answer_after(
         lambda: broker.transactions.add_partitions(
@@ -114,7 +121,16 @@ _add_offsets_response = _simple(ADD_OFFSETS_KEY, "AddOffsetsToTxnResponse")
 _end_txn_response = _simple(END_TXN_KEY, "EndTxnResponse")
 
 
+def _may_write_txn(broker: Any, transactional_id: str) -> bool:
+    return allowed(broker, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id)
+
+
 def handle_add_offsets(broker: Any, header: Any, request: Any) -> Any:
+    respond = _add_offsets_response(request.__version__)
+    if not _may_write_txn(broker, request.transactional_id):
+        return respond(ErrorCode.transactional_id_authorization_failed)
+    if not allowed(broker, Operation.READ, ResourceType.GROUP, request.group_id):
+        return respond(ErrorCode.group_authorization_failed)
     return answer_after(
         lambda: broker.transactions.add_offsets(
             request.transactional_id,
@@ -122,12 +138,16 @@ def handle_add_offsets(broker: Any, header: Any, request: Any) -> Any:
             request.producer_epoch,
             request.group_id,
         ),
-        _add_offsets_response(request.__version__),
+        respond,
         request.__version__,
     )
 
 
 def handle_end_txn(broker: Any, header: Any, request: Any) -> Any:
+    if not _may_write_txn(broker, request.transactional_id):
+        return _end_txn_response(request.__version__)(
+            ErrorCode.transactional_id_authorization_failed
+        )
     return answer_after(
         lambda: broker.transactions.end_txn(
             request.transactional_id,
@@ -141,6 +161,11 @@ def handle_end_txn(broker: Any, header: Any, request: Any) -> Any:
 
 
 TXN_OFFSET_COMMIT_KEY = 28
+# Refusals of a whole TxnOffsetCommit, which hide the per-topic ones.
+_WHOLE_REQUEST_REFUSALS = (
+    ErrorCode.transactional_id_authorization_failed,
+    ErrorCode.group_authorization_failed,
+)
 # TxnOffsetCommit answers PRODUCER_FENCED only from this version on.
 TXN_OFFSET_COMMIT_FENCED_SINCE = 3
 
@@ -149,6 +174,11 @@ def handle_txn_offset_commit(broker: Any, header: Any, request: Any) -> Any:
     """Offsets staged in the transaction; KIP-447: a consumer's group generation is checked
     so that a zombie whose partitions moved cannot commit offsets for them."""
     m = response_module(TXN_OFFSET_COMMIT_KEY, request.__version__)
+    readable = {
+        t.name
+        for t in request.topics
+        if allowed(broker, Operation.READ, ResourceType.TOPIC, t.name)
+    }
     offsets = {
         (t.name, p.partition_index): (
             p.committed_offset,
@@ -156,6 +186,7 @@ def handle_txn_offset_commit(broker: Any, header: Any, request: Any) -> Any:
             p.committed_metadata,
         )
         for t in request.topics
+        if t.name in readable
         for p in t.partitions
     }
 
@@ -171,7 +202,9 @@ def handle_txn_offset_commit(broker: Any, header: Any, request: Any) -> Any:
                         build(
                             m.TxnOffsetCommitResponsePartition,
                             partition_index=p.partition_index,
-                            error_code=error,
+                            error_code=error
+                            if t.name in readable or error in _WHOLE_REQUEST_REFUSALS
+                            else ErrorCode.topic_authorization_failed,
                         )
                         for p in t.partitions
                     ),
@@ -180,6 +213,12 @@ def handle_txn_offset_commit(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
+    if not _may_write_txn(broker, request.transactional_id):
+        return respond(ErrorCode.transactional_id_authorization_failed)
+    if not allowed(broker, Operation.READ, ResourceType.GROUP, request.group_id):
+        return respond(ErrorCode.group_authorization_failed)
+    if not offsets:
+        return respond(ErrorCode.none)
     member_error = broker.groups.check_transactional_commit(
         request.group_id,
         getattr(request, "generation_id", -1),

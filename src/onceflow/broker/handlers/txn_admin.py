@@ -21,6 +21,7 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.log.partition import PartitionLog
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
+from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.transactions import COORDINATOR_EPOCH, TxnState
 
 WRITE_TXN_MARKERS = 27
@@ -47,11 +48,14 @@ def describe_producers(broker: Any, header: Any, request: Any) -> Any:
     topics = []
     for wanted in request.topics:
         partitions = []
+        readable = allowed(broker, Operation.READ, ResourceType.TOPIC, wanted.name)
         for index in wanted.partition_indexes:
             partition = _live_partition(broker, wanted.name, index)
             states: tuple[Any, ...] = ()
             error = ErrorCode.none
-            if partition is None:
+            if not readable:
+                error = ErrorCode.topic_authorization_failed
+            elif partition is None:
                 error = ErrorCode.unknown_topic_or_partition
             else:
                 states = tuple(
@@ -121,6 +125,7 @@ def list_transactions(broker: Any, header: Any, request: Any) -> Any:
         and (not producers or txn.producer_id in producers)
         and (min_duration < 0 or now_ms - txn.started_ms > min_duration)
         and (pattern is None or pattern.fullmatch(txn.transactional_id))
+        and allowed(broker, Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, txn.transactional_id)
     )
     return respond(ErrorCode.none, listed)
 
@@ -134,11 +139,16 @@ def describe_transactions(broker: Any, header: Any, request: Any) -> Any:
     states = []
     for transactional_id in request.transactional_ids:
         txn = by_id.get(transactional_id)
-        if txn is None:
+        visible = allowed(
+            broker, Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id
+        )
+        if txn is None or not visible:
             states.append(
                 build(
                     m.TransactionState,
-                    error_code=ErrorCode.transactional_id_not_found,
+                    error_code=ErrorCode.transactional_id_not_found
+                    if visible
+                    else ErrorCode.transactional_id_authorization_failed,
                     transactional_id=transactional_id,
                     transaction_state="",
                     transaction_timeout=datetime.timedelta(0),
@@ -184,6 +194,8 @@ def write_txn_markers(broker: Any, header: Any, request: Any) -> Any:
     # (producer id, [(topic, [[partition, error]]))]) in request order.
     results: list[tuple[int, list[tuple[str, list[list[Any]]]]]] = []
     waits: list[tuple[list[Any], Awaitable[None]]] = []
+    # Only brokers (and super users) write markers: CLUSTER_ACTION on the cluster.
+    permitted = allowed(broker, Operation.CLUSTER_ACTION, ResourceType.CLUSTER)
     for marker in request.markers:
         topics: list[tuple[str, list[list[Any]]]] = []
         results.append((marker.producer_id, topics))
@@ -191,7 +203,11 @@ def write_txn_markers(broker: Any, header: Any, request: Any) -> Any:
             outcomes: list[list[Any]] = []
             topics.append((wanted.name, outcomes))
             for index in wanted.partition_indexes:
-                error, written = _write_marker(broker, marker, wanted.name, index)
+                error, written = (
+                    _write_marker(broker, marker, wanted.name, index)
+                    if permitted
+                    else (ErrorCode.cluster_authorization_failed, None)
+                )
                 outcome = [index, error]
                 outcomes.append(outcome)
                 wait = broker.make_durable(written) if written is not None else None

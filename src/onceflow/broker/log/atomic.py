@@ -11,10 +11,12 @@ from onceflow.broker.log import disk
 from onceflow.broker.log.disk import fsync_directory
 
 
-def write_json_atomically(path: Path, data: Any) -> None:
-    """Write ``data`` so that a crash leaves either the old or the new file, never a mix."""
+def write_json_atomically(path: Path, data: Any, mode: int = 0o644) -> None:
+    """Write ``data`` so that a crash leaves either the old or the new file, never a mix;
+    ``mode`` is the new file's permissions (before the umask)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with open(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, separators=(",", ":"))
         handle.flush()
         disk.fsync(handle.fileno())

@@ -1,0 +1,1 @@
+"""Listeners, TLS, SASL authentication and the user credential store of the broker."""
