@@ -9,9 +9,22 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from onceflow.testing import BrokerProcess, KafkaCluster
+
 from .java_programs import JavaProgram
 
+Target = BrokerProcess | KafkaCluster
+
 READ_TIMEOUT = 30.0
+
+
+@pytest.fixture(params=["onceflow", pytest.param("kafka", marks=pytest.mark.kafka)])
+def target(request: pytest.FixtureRequest) -> Target:
+    """Where a Java test runs: the module's embedded broker process, then a 1-node Apache
+    Kafka, so every program is also checked against the reference broker."""
+    if request.param == "onceflow":
+        return request.getfixturevalue("shared_broker")
+    return request.getfixturevalue("onceflow_kafka")
 
 
 @pytest.fixture

@@ -9,22 +9,15 @@ from typing import Any
 
 import pytest
 
-from onceflow.testing import BrokerProcess, KafkaCluster
+from onceflow.testing import KafkaCluster
 
+from .conftest import Target
 from .java_programs import Event, JavaProgram
 
 pytestmark = pytest.mark.java
 
 NODE = "<node id>"
 PRODUCER_ID = "<producer id>"
-
-
-@pytest.fixture(params=["onceflow", pytest.param("kafka", marks=pytest.mark.kafka)])
-def target(request: pytest.FixtureRequest) -> BrokerProcess | KafkaCluster:
-    """The embedded broker process, then a 1-node Apache Kafka."""
-    if request.param == "onceflow":
-        return request.getfixturevalue("shared_broker")
-    return request.getfixturevalue("onceflow_kafka")
 
 
 def normalised(event: Event) -> Event:
@@ -130,9 +123,7 @@ def expected_tour(prefix: str, *, epoch_per_transaction: bool) -> list[Event]:
     ]
 
 
-def test_admin_client_tour(
-    target: BrokerProcess | KafkaCluster, java: Callable[..., JavaProgram], topic: str
-) -> None:
+def test_admin_client_tour(target: Target, java: Callable[..., JavaProgram], topic: str) -> None:
     events = java("AdminTour", "--bootstrap", target.bootstrap, "--prefix", topic).finish()
     topics = [normalised(e) for e in events if e["event"] == "described-topic"]
     rest = [normalised(e) for e in events if e["event"] != "described-topic"]

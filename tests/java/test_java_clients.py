@@ -1,6 +1,7 @@
 """Apache Kafka's Java client (kafka-clients 4.4.0) against ``onceflow broker`` as a real
-process: the seed's three snippets, each checked from the broker's side with
-confluent-kafka, and SIGKILLed where the snippet's guarantee is at stake."""
+process, and against Apache Kafka as the reference: the seed's three snippets, each
+checked from the broker's side with confluent-kafka, and SIGKILLed where the snippet's
+guarantee is at stake."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from onceflow.kafka_admin import create_topics
-from onceflow.testing import BrokerProcess
 
-from .conftest import read_topic
+from .conftest import Target, read_topic
 from .java_programs import JavaProgram
 
 pytestmark = pytest.mark.java
@@ -22,7 +22,7 @@ Java = Callable[..., JavaProgram]
 PARTITIONS = 3
 
 
-def produce_input(broker: BrokerProcess, java: Java, topic: str, count: int) -> None:
+def produce_input(broker: Target, java: Java, topic: str, count: int) -> None:
     create_topics(broker.bootstrap, topic, partitions=PARTITIONS)
     events = java(
         "IdempotentProducer", "--bootstrap", broker.bootstrap, "--topic", topic,
@@ -41,19 +41,19 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 
 def test_idempotent_producer_acks_are_where_the_records_are(
-    shared_broker: BrokerProcess, java: Java, topic: str
+    target: Target, java: Java, topic: str
 ) -> None:
     count = 300
-    create_topics(shared_broker.bootstrap, topic, partitions=PARTITIONS)
+    create_topics(target.bootstrap, topic, partitions=PARTITIONS)
     events = java(
-        "IdempotentProducer", "--bootstrap", shared_broker.bootstrap, "--topic", topic,
+        "IdempotentProducer", "--bootstrap", target.bootstrap, "--topic", topic,
         "--count", str(count), "--prefix", "order",
     ).finish()  # fmt: skip
     acked = {e["key"]: (e["partition"], e["offset"]) for e in events if e["event"] == "acked"}
     assert len(acked) == count
     assert events[-1] == {"event": "done", "count": count, "failures": 0}
 
-    stored = read_topic(shared_broker.bootstrap, topic)
+    stored = read_topic(target.bootstrap, topic)
     assert len(stored) == count, "every record exactly once in the log"
     for message in stored:
         key = message.key().decode()
@@ -66,16 +66,16 @@ def test_idempotent_producer_acks_are_where_the_records_are(
 
 
 def test_commit_after_processing_rereads_exactly_the_uncommitted(
-    shared_broker: BrokerProcess, java: Java, topic: str
+    target: Target, java: Java, topic: str
 ) -> None:
     count, group = 120, f"{topic}-group"
-    produce_input(shared_broker, java, topic, count)
-    args = ["--bootstrap", shared_broker.bootstrap, "--topic", topic, "--group", group]
+    produce_input(target, java, topic, count)
+    args = ["--bootstrap", target.bootstrap, "--topic", topic, "--group", group]
 
     first = java("CommitLoop", *args, "--pause-after", "50")
     first.wait_for("paused")
     first.kill()
-    committed = committed_offsets(shared_broker.bootstrap, group, topic)
+    committed = committed_offsets(target.bootstrap, group, topic)
     reported: dict[int, int] = {}
     for event in first.named("committed"):
         reported.update({int(p): o for p, o in event["offsets"].items()})
@@ -90,26 +90,26 @@ def test_commit_after_processing_rereads_exactly_the_uncommitted(
     assert len(reread) == len(set(reread)), "nothing read twice by the restarted loop"
     expected_rest = {
         (m.partition(), m.offset())
-        for m in read_topic(shared_broker.bootstrap, topic)
+        for m in read_topic(target.bootstrap, topic)
         if m.offset() >= reported.get(m.partition(), 0)
     }
     assert set(reread) == expected_rest
     assert uncommitted <= set(reread)
     assert not (processed - uncommitted) & set(reread), "committed records are not re-read"
-    assert committed_offsets(shared_broker.bootstrap, group, topic) == {
-        p: len([m for m in read_topic(shared_broker.bootstrap, topic) if m.partition() == p])
+    assert committed_offsets(target.bootstrap, group, topic) == {
+        p: len([m for m in read_topic(target.bootstrap, topic) if m.partition() == p])
         for p in range(PARTITIONS)
     }
 
 
-def txn_args(broker: BrokerProcess, topic: str) -> list[str]:
+def txn_args(broker: Target, topic: str) -> list[str]:
     return [
         "--bootstrap", broker.bootstrap, "--input", topic, "--output", f"{topic}-out",
         "--group", f"{topic}-group", "--transactional-id", f"{topic}-txn",
     ]  # fmt: skip
 
 
-def assert_each_input_once(broker: BrokerProcess, topic: str, count: int) -> None:
+def assert_each_input_once(broker: Target, topic: str, count: int) -> None:
     outputs = read_topic(broker.bootstrap, f"{topic}-out", "read_committed")
     sources = Counter(dict(m.headers())["input"].decode() for m in outputs)
     duplicated = {source: n for source, n in sources.items() if n > 1}
@@ -124,34 +124,34 @@ def assert_each_input_once(broker: BrokerProcess, topic: str, count: int) -> Non
 
 
 def test_transactional_loop_killed_mid_transaction_outputs_each_input_once(
-    shared_broker: BrokerProcess, java: Java, topic: str
+    target: Target, java: Java, topic: str
 ) -> None:
     count = 100
-    produce_input(shared_broker, java, topic, count)
-    create_topics(shared_broker.bootstrap, f"{topic}-out", partitions=PARTITIONS)
+    produce_input(target, java, topic, count)
+    create_topics(target.bootstrap, f"{topic}-out", partitions=PARTITIONS)
 
-    first = java("TransactionalLoop", *txn_args(shared_broker, topic), "--pause-after", "45")
+    first = java("TransactionalLoop", *txn_args(target, topic), "--pause-after", "45")
     first.wait_for("paused")
     first.kill()
     assert first.named("committed"), "some transactions committed before the kill"
     # The killed transaction's records are in the log but not readable read_committed.
-    assert len(read_topic(shared_broker.bootstrap, f"{topic}-out")) >= 45
+    assert len(read_topic(target.bootstrap, f"{topic}-out")) >= 45
 
-    second = java("TransactionalLoop", *txn_args(shared_broker, topic))
+    second = java("TransactionalLoop", *txn_args(target, topic))
     second.finish()
     assert not second.named("fenced") and not second.named("aborted")
-    assert_each_input_once(shared_broker, topic, count)
+    assert_each_input_once(target, topic, count)
 
 
 def test_second_instance_with_the_same_transactional_id_fences_the_first(
-    shared_broker: BrokerProcess, java: Java, topic: str
+    target: Target, java: Java, topic: str
 ) -> None:
     count = 60
-    produce_input(shared_broker, java, topic, count)
-    create_topics(shared_broker.bootstrap, f"{topic}-out", partitions=PARTITIONS)
+    produce_input(target, java, topic, count)
+    create_topics(target.bootstrap, f"{topic}-out", partitions=PARTITIONS)
     # A short poll interval: the paused zombie leaves the group soon, so its rival can
     # take every partition.
-    args = [*txn_args(shared_broker, topic), "--max-poll-interval-ms", "3000"]
+    args = [*txn_args(target, topic), "--max-poll-interval-ms", "3000"]
 
     zombie = java("TransactionalLoop", *args, "--pause-after", "20")
     zombie.wait_for("paused")
@@ -164,4 +164,4 @@ def test_second_instance_with_the_same_transactional_id_fences_the_first(
     # The zombie rebuilt its producer and found the group's offsets at the end.
     events = zombie.finish()
     assert [e["event"] for e in events].count("initialized") == 2
-    assert_each_input_once(shared_broker, topic, count)
+    assert_each_input_once(target, topic, count)
