@@ -61,8 +61,6 @@ public final class OrdersStreamsApp {
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 100);
         props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
-        // Opts in to what Kafka Streams will do by default; it warns at start-up otherwise.
-        props.put("processing.exception.handler.global.enabled", true);
         // A SIGKILLed instance holds its tasks until its session expires: keep that short.
         props.put(StreamsConfig.consumerPrefix("session.timeout.ms"), 6000);
         props.put(StreamsConfig.consumerPrefix("heartbeat.interval.ms"), 1000);
