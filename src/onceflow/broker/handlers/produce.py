@@ -24,14 +24,15 @@ API_KEY = 0
 def handle(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(API_KEY, request.__version__)
     acks = request.acks
-    # (topic, partition index, error, base offset, log start, message, append time).
+    # (topic, partition index, error, base offset, log start, message, append time,
+    # index of the refused record or None).
     outcomes: list[list[Any]] = []
     waits: dict[int, Awaitable[None]] = {}
     # As Kafka, Produce never creates a topic (Metadata does, when allowed): an unknown
     # topic is UNKNOWN_TOPIC_OR_PARTITION, which clients retry after a metadata refresh.
     for topic_data in request.topic_data:
         for data in topic_data.partition_data:
-            outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1]
+            outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1, None]
             outcomes.append(outcome)
             if acks not in (0, 1, -1):
                 outcome[2] = ErrorCode.invalid_required_acks
@@ -49,7 +50,11 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             try:
                 appended = partition.append(records)
             except InvalidBatch as exc:
-                outcome[2], outcome[5] = ErrorCode(exc.code), str(exc)
+                outcome[2], outcome[5], outcome[7] = ErrorCode(exc.code), str(exc), exc.record_index
+                # As Kafka: a refused batch's answer carries the log start offset, unless
+                # the batch could not even be read.
+                if exc.code != ErrorCode.corrupt_message:
+                    outcome[4] = partition.log_start_offset
                 continue
             outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
             outcome[6] = appended.log_append_time
@@ -62,7 +67,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
 
     def respond() -> Any:
         by_topic: dict[str, list[Any]] = {}
-        for name, index, error, base, start, message, append_time in outcomes:
+        for name, index, error, base, start, message, append_time, refused in outcomes:
             by_topic.setdefault(name, []).append(
                 build(
                     m.PartitionProduceResponse,
@@ -72,7 +77,15 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                     # None (-1) for CreateTime: the client stamped the records.
                     log_append_time=_as_datetime(append_time),
                     log_start_offset=start,
-                    record_errors=(),
+                    record_errors=()
+                    if refused is None
+                    else (
+                        build(
+                            m.BatchIndexAndErrorMessage,
+                            batch_index=refused,
+                            batch_index_error_message=message,
+                        ),
+                    ),
                     error_message=message,
                 )
             )
