@@ -50,7 +50,9 @@ def test_compacted_topic_refuses_a_record_without_key(client: WireClient, topic:
     assert (accepted.error_code, accepted.base_offset) == (ErrorCode.none, 0)
 
 
-def test_refused_batch_reports_log_start_unless_corrupt(client: WireClient, topic: str) -> None:
+def test_refused_batch_reports_log_start_unless_refused_whole(
+    client: WireClient, topic: str
+) -> None:
     client.ensure_topic(topic)
     producer_id, epoch = client.init_producer_id()
     first = values_batch([b"x"], producer_id=producer_id, producer_epoch=epoch, base_sequence=0)
@@ -60,6 +62,8 @@ def test_refused_batch_reports_log_start_unless_corrupt(client: WireClient, topi
                                base_sequence=3),
     )  # fmt: skip
     assert (gap.error_code, gap.log_start_offset) == (ErrorCode.out_of_order_sequence_number, 0)
+    two = client.produce(topic, 0, values_batch([b"a"]) + values_batch([b"b"]))
+    assert (two.error_code, two.log_start_offset) == (ErrorCode.invalid_record, -1)
     corrupt = bytearray(values_batch([b"x"]))
     corrupt[-1] ^= 0xFF
     answer = client.produce(topic, 0, bytes(corrupt))
@@ -85,3 +89,20 @@ def test_idempotent_init_naming_its_id_gets_a_fresh_one(client: WireClient) -> N
     producer_id, epoch = client.init_producer_id()
     fresh_id, fresh_epoch = client.init_producer_id(producer_id, epoch)
     assert fresh_id != producer_id and fresh_epoch == 0
+
+
+def test_create_topics_answers_a_repeated_name_once(client: WireClient, topic: str) -> None:
+    m = request_module(19, 4)
+    wanted = build(
+        m.CreatableTopic, name=topic, num_partitions=1, replication_factor=-1,
+        assignments=(), configs=(),
+    )  # fmt: skip
+    answer = client.request(
+        build(
+            m.CreateTopicsRequest,
+            topics=(wanted, wanted),
+            timeout=datetime.timedelta(seconds=10),
+            validate_only=False,
+        )
+    )
+    assert [(t.name, t.error_code) for t in answer.topics] == [(topic, ErrorCode.invalid_request)]

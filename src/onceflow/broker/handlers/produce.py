@@ -19,6 +19,11 @@ from onceflow.broker.records import (
 )
 
 API_KEY = 0
+# Errors for which Kafka answers log start offset -1: the batch itself is refused.
+_REFUSED_WHOLE = frozenset({
+    ErrorCode.corrupt_message, ErrorCode.message_too_large, ErrorCode.record_list_too_large,
+    ErrorCode.invalid_record,
+})  # fmt: skip
 
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
@@ -51,9 +56,9 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 appended = partition.append(records)
             except InvalidBatch as exc:
                 outcome[2], outcome[5], outcome[7] = ErrorCode(exc.code), str(exc), exc.record_index
-                # As Kafka: a refused batch's answer carries the log start offset, unless
-                # the batch could not even be read.
-                if exc.code != ErrorCode.corrupt_message:
+                # As Kafka: a batch refused by the producer state or for one of its
+                # records reports the log start offset; one refused whole does not.
+                if exc.record_index is not None or exc.code not in _REFUSED_WHOLE:
                     outcome[4] = partition.log_start_offset
                 continue
             outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
