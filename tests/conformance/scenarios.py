@@ -27,9 +27,14 @@ def scenario(function: Scenario) -> Scenario:
     return function
 
 
-def _ok(response: object) -> object:
-    code = getattr(response, "error_code", ErrorCode.none)
-    assert code == ErrorCode.none, response
+def _ok(response: Any) -> Any:
+    """The response, after checking its error code (every partition's, for Produce)."""
+    if hasattr(response, "responses"):
+        for topic in response.responses:
+            for partition in topic.partition_responses:
+                assert partition.error_code == ErrorCode.none, response
+    else:
+        assert response.error_code == ErrorCode.none, response
     return response
 
 
@@ -43,6 +48,14 @@ def retried_unstable(call: Callable[[], Any]) -> Any:
             return answer
         assert time.monotonic() < deadline, answer
         time.sleep(0.05)
+
+
+def _added(response: Any) -> Any:
+    """An AddPartitionsToTxn response, after checking every partition was added."""
+    for topic in response.results_by_topic_v3_and_below:
+        for partition in topic.results_by_partition:
+            assert partition.partition_error_code == ErrorCode.none, response
+    return response
 
 
 # -- topics and configs ------------------------------------------------------------------
@@ -248,7 +261,7 @@ def txn_abort_lists_aborted_transaction(s: Session) -> None:
     txn = s.name("txn")
     pid, epoch = _txn_producer(s, txn)
     _ok(s.produce(topic, 0, values_batch([b"before"])))
-    _ok(s.add_partitions(txn, pid, epoch, topic, [0]))
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
     _ok(s.produce_retried(topic, 0, txn_batch([b"x", b"y"], pid, epoch, 0), txn))
     s.record("abort", s.end_txn(txn, pid, epoch, commit=False))
     s.settle(topic)
@@ -275,7 +288,7 @@ def txn_init_again_fences_old_epoch(s: Session) -> None:
     topic = s.topic("fence")
     txn = s.name("txn")
     pid, epoch = _txn_producer(s, txn)
-    _ok(s.add_partitions(txn, pid, epoch, topic, [0]))
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
     _ok(s.produce_retried(topic, 0, txn_batch([b"zombie"], pid, epoch, 0), txn))
     # Kafka answers CONCURRENT_TRANSACTIONS until its abort completes; clients retry.
     s.record("init-again", retried(lambda: s.init_producer_id(txn)))
@@ -447,7 +460,7 @@ def txn_commit_twice(s: Session) -> None:
     topic = s.topic("twice")
     txn = s.name("txn")
     pid, epoch = _txn_producer(s, txn)
-    _ok(s.add_partitions(txn, pid, epoch, topic, [0]))
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
     _ok(s.produce_retried(topic, 0, txn_batch([b"once"], pid, epoch, 0), txn))
     s.record("commit", s.end_txn(txn, pid, epoch, commit=True))
     s.record("abort-after-commit", retried(lambda: s.end_txn(txn, pid, epoch, commit=False)))
@@ -466,7 +479,7 @@ def describe_transactions_states(s: Session) -> None:
     topic = s.topic("described")
     txn = s.name("txn")
     pid, epoch = _txn_producer(s, txn)
-    _ok(s.add_partitions(txn, pid, epoch, topic, [0]))
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
     answer = s.describe_transactions([txn, s.name("unknown")])
     s.record("open", [
         {"id": t.transactional_id, "error": t.error_code.name, "state": t.transaction_state,
@@ -519,3 +532,188 @@ def find_coordinator_kinds(s: Session) -> None:
     s.record("group", retried(lambda: s.find_coordinator(s.name("group"), 0)))
     s.record("transaction", retried(lambda: s.find_coordinator(s.name("txn"), 1)))
     s.record("bad-type", s.find_coordinator(s.name("x"), 7))
+
+
+# -- further produce and topic edges -----------------------------------------------------
+
+
+@scenario
+def produce_two_batches_in_one_partition(s: Session) -> None:
+    topic = s.topic("two-batches")
+    s.record("produce", s.produce(topic, 0, values_batch([b"a"]) + values_batch([b"b"])))
+
+
+@scenario
+def produce_batch_above_max_message_bytes(s: Session) -> None:
+    topic = s.topic("small", **{"max.message.bytes": "200"})
+    s.record("large", s.produce(topic, 0, values_batch([b"x" * 500])))
+    s.record("small", s.produce(topic, 0, values_batch([b"x"])))
+
+
+@scenario
+def produce_many_partitions_one_request_unknown_mixed(s: Session) -> None:
+    topic = s.topic("mixed", partitions=2)
+    s.record("p0", s.produce(topic, 0, values_batch([b"a"]), acks=1))
+    s.record("p1", s.produce(topic, 1, values_batch([b"b", b"c"]), acks=1))
+    s.record("p2", s.produce(topic, 2, values_batch([b"d"]), acks=1))
+
+
+@scenario
+def create_topics_duplicate_name_in_request(s: Session) -> None:
+    name = s.name("twice")
+    s.record("create", s.create_topics([(name, 1, -1, {}), (name, 1, -1, {})]))
+
+
+@scenario
+def create_topics_invalid_config_value(s: Session) -> None:
+    s.record("create", s.create_topics([(s.name("bad-retention"), 1, -1,
+                                         {"retention.ms": "forever"})]))  # fmt: skip
+
+
+@scenario
+def describe_configs_unknown_key(s: Session) -> None:
+    topic = s.topic("keys")
+    s.record("describe", s.describe_configs(topic, ["no.such.key"]))
+
+
+@scenario
+def alter_configs_unknown_key(s: Session) -> None:
+    topic = s.topic("alter-unknown")
+    s.record("alter", s.incremental_alter(topic, "no.such.key", SET, "1"))
+
+
+@scenario
+def delete_topic_then_metadata(s: Session) -> None:
+    topic = s.topic("gone")
+    assert s.delete_topics([topic]).responses[0].error_code == ErrorCode.none
+    deadline = time.monotonic() + 30.0
+    while s.metadata([topic]).topics[0].error_code == ErrorCode.none:
+        assert time.monotonic() < deadline, "deleted topic still listed"
+        time.sleep(0.05)
+    s.record("metadata", s.metadata([topic]))
+    s.record("produce", s.produce(topic, 0, values_batch([b"late"])))
+
+
+@scenario
+def list_offsets_empty_topic(s: Session) -> None:
+    topic = s.topic("empty")
+    for ts in (EARLIEST, LATEST, MAX_TIMESTAMP, 1_000):
+        s.record(f"lookup {ts}", s.list_offsets(topic, [(0, ts)]))
+
+
+# -- further transactions --------------------------------------------------------------
+
+
+@scenario
+def txn_read_committed_stops_at_lso(s: Session) -> None:
+    topic = s.topic("lso", partitions=2)
+    txn = s.name("txn")
+    pid, epoch = _txn_producer(s, txn)
+    _ok(s.produce(topic, 0, values_batch([b"plain-1", b"plain-2"])))
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
+    s.record("txn", s.produce_retried(topic, 0, txn_batch([b"open"], pid, epoch, 0), txn))
+    _ok(s.produce(topic, 0, values_batch([b"after"])))
+    _ok(s.produce(topic, 1, values_batch([b"other"])))
+    s.record("p0-committed", s.list_offsets(topic, [(0, LATEST)], READ_COMMITTED))
+    s.record("p1-committed", s.list_offsets(topic, [(1, LATEST)], READ_COMMITTED))
+    s.record("p0-fetch", s.fetch(topic, 0, 0, READ_COMMITTED))
+    s.record("abort", s.end_txn(txn, pid, epoch, commit=False))
+    s.settle(topic)
+    s.record("p0-after", s.fetch(topic, 0, 0, READ_COMMITTED))
+
+
+@scenario
+def txn_abort_then_commit(s: Session) -> None:
+    topic = s.topic("abort-commit")
+    txn = s.name("txn")
+    pid, epoch = _txn_producer(s, txn)
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
+    _ok(s.produce_retried(topic, 0, txn_batch([b"dropped"], pid, epoch, 0), txn))
+    s.record("abort", s.end_txn(txn, pid, epoch, commit=False))
+    s.settle(topic)
+    s.record("add-again", s.add_partitions(txn, pid, epoch, topic, [0]))
+    s.record("produce", s.produce_retried(topic, 0, txn_batch([b"kept"], pid, epoch, 1), txn))
+    s.record("commit", s.end_txn(txn, pid, epoch, commit=True))
+    s.settle(topic)
+    s.record("fetch", s.fetch(topic, 0, 0, READ_COMMITTED))
+
+
+@scenario
+def txn_two_partitions_commit(s: Session) -> None:
+    topic = s.topic("two", partitions=2)
+    txn = s.name("txn")
+    pid, epoch = _txn_producer(s, txn)
+    s.record("add", s.add_partitions(txn, pid, epoch, topic, [0, 1]))
+    for partition in (0, 1):
+        s.record(f"produce {partition}", s.produce_retried(
+            topic, partition, txn_batch([b"p%d" % partition], pid, epoch, 0), txn))  # fmt: skip
+    s.record("commit", s.end_txn(txn, pid, epoch, commit=True))
+    for partition in (0, 1):
+        s.settle(topic, partition)
+        s.record(f"fetch {partition}", s.fetch(topic, partition, 0, READ_COMMITTED))
+
+
+@scenario
+def txn_add_partitions_unknown_topic(s: Session) -> None:
+    txn = s.name("txn")
+    pid, epoch = _txn_producer(s, txn)
+    s.record("add", s.add_partitions(txn, pid, epoch, s.name("absent"), [0]))
+
+
+@scenario
+def txn_end_with_future_epoch(s: Session) -> None:
+    txn = s.name("txn")
+    topic = s.topic("future")
+    pid, epoch = _txn_producer(s, txn)
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
+    s.record("end", s.end_txn(txn, pid, epoch + 1, commit=True))
+    s.record("abort", s.end_txn(txn, pid, epoch, commit=False))
+
+
+@scenario
+def txn_offsets_aborted_are_not_committed(s: Session) -> None:
+    topic = s.topic("offsets-abort")
+    txn, group = s.name("txn"), s.name("group")
+    pid, epoch = _txn_producer(s, txn)
+    _ok(s.add_offsets(txn, pid, epoch, group))
+    s.record("stage", s.txn_offset_commit(txn, pid, epoch, group, topic, 9))
+    s.record("abort", s.end_txn(txn, pid, epoch, commit=False))
+    s.record("fetch", retried_unstable(lambda: s.offset_fetch(group, topic, True)))
+
+
+@scenario
+def describe_producers_open_transaction(s: Session) -> None:
+    topic = s.topic("txn-producers")
+    txn = s.name("txn")
+    pid, epoch = _txn_producer(s, txn)
+    _ok(s.produce(topic, 0, values_batch([b"before"])))
+    _added(s.add_partitions(txn, pid, epoch, topic, [0]))
+    _ok(s.produce_retried(topic, 0, txn_batch([b"a", b"b"], pid, epoch, 0), txn))
+    (partition,) = s.describe_producers(topic, [0]).topics[0].partitions
+    s.record("producers", [(st.producer_epoch, st.last_sequence, st.current_txn_start_offset)
+                           for st in partition.active_producers])  # fmt: skip
+    _ok(s.end_txn(txn, pid, epoch, commit=False))
+
+
+# -- further groups -----------------------------------------------------------------------
+
+
+@scenario
+def group_rejoin_after_leave_bumps_generation(s: Session) -> None:
+    group = s.name("group")
+    member = s.join_group(group).member_id
+    first = s.record("join", s.join_group(group, member))
+    _ok(s.sync_group(group, first.generation_id, member, b"a"))
+    _ok(s.leave_group(group, member))
+    second_id = s.join_group(group).member_id
+    s.record("rejoin", s.join_group(group, second_id))
+
+
+@scenario
+def group_offset_fetch_all_topics(s: Session) -> None:
+    first, second = s.topic("all-1"), s.topic("all-2")
+    group = s.name("group")
+    for name, offset in ((first, 4), (second, 7)):
+        (committed,) = s.offset_commit(group, name, offset).topics[0].partitions
+        assert committed.error_code == ErrorCode.none
+    s.record("all", s.offset_fetch(group, None))

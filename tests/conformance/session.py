@@ -115,7 +115,11 @@ class Session:
             (entry,) = self.metadata([name]).topics
             ready = entry.error_code == ErrorCode.none and len(entry.partitions) == partitions
             if ready and all(p.error_code == ErrorCode.none for p in entry.partitions):
-                return name
+                # Kafka lists a leader a moment before that leader serves the partition.
+                asked = [(p, -1) for p in range(partitions)]
+                answered = self.list_offsets(name, asked).topics[0].partitions
+                if all(p.error_code == ErrorCode.none for p in answered):
+                    return name
             assert time.monotonic() < deadline, f"topic {name} not ready: {entry}"
             time.sleep(0.05)
 
@@ -372,13 +376,19 @@ class Session:
 
     # -- groups -------------------------------------------------------------------
 
-    def offset_fetch(self, group: str, topic: str, require_stable: bool = False) -> Any:
+    def offset_fetch(self, group: str, topic: str | None, require_stable: bool = False) -> Any:
+        """OffsetFetch v7 of partition 0 of ``topic``, or of every topic when None."""
         m = request_module(9, 7)
+        topics = (
+            None
+            if topic is None
+            else (build(m.OffsetFetchRequestTopic, name=topic, partition_indexes=(0,)),)
+        )
         return self.conn.request(
             build(
                 m.OffsetFetchRequest,
                 group_id=group,
-                topics=(build(m.OffsetFetchRequestTopic, name=topic, partition_indexes=(0,)),),
+                topics=topics,
                 require_stable=require_stable,
             )
         )
