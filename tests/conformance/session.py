@@ -58,6 +58,17 @@ def retried(call: Callable[[], Any]) -> Any:
     return answer
 
 
+def _committed(cls: type, offset: int) -> Any:
+    """The partition-0 entry of an OffsetCommit or TxnOffsetCommit request."""
+    return build(
+        cls,
+        partition_index=0,
+        committed_offset=offset,
+        committed_leader_epoch=-1,
+        committed_metadata=None,
+    )
+
+
 class Session:
     """One scenario's connection to one broker; names are the same on every broker."""
 
@@ -305,13 +316,7 @@ class Session:
     def txn_offset_commit(self, txn: str, producer_id: int, epoch: int, group: str,
                           topic: str, offset: int) -> Any:  # fmt: skip
         m = request_module(28, 3)
-        partition = build(
-            m.TxnOffsetCommitRequestPartition,
-            partition_index=0,
-            committed_offset=offset,
-            committed_leader_epoch=-1,
-            committed_metadata=None,
-        )
+        partition = _committed(m.TxnOffsetCommitRequestPartition, offset)
         return self.conn.request(
             build(
                 m.TxnOffsetCommitRequest,
@@ -396,13 +401,7 @@ class Session:
     def offset_commit(self, group: str, topic: str, offset: int, generation: int = -1,
                       member_id: str = "") -> Any:  # fmt: skip
         m = request_module(8, 8)
-        partition = build(
-            m.OffsetCommitRequestPartition,
-            partition_index=0,
-            committed_offset=offset,
-            committed_leader_epoch=-1,
-            committed_metadata=None,
-        )
+        partition = _committed(m.OffsetCommitRequestPartition, offset)
         return self.conn.request(
             build(
                 m.OffsetCommitRequest,

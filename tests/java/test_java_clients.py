@@ -109,6 +109,12 @@ def txn_args(broker: Target, topic: str) -> list[str]:
     ]  # fmt: skip
 
 
+def txn_topics(target: Target, java: Java, topic: str, count: int) -> None:
+    """The transactional loop's input, with ``count`` records, and its empty output."""
+    produce_input(target, java, topic, count)
+    create_topics(target.bootstrap, f"{topic}-out", partitions=PARTITIONS)
+
+
 def assert_each_input_once(broker: Target, topic: str, count: int) -> None:
     outputs = read_topic(broker.bootstrap, f"{topic}-out", "read_committed")
     sources = Counter(dict(m.headers())["input"].decode() for m in outputs)
@@ -127,8 +133,7 @@ def test_transactional_loop_killed_mid_transaction_outputs_each_input_once(
     target: Target, java: Java, topic: str
 ) -> None:
     count = 100
-    produce_input(target, java, topic, count)
-    create_topics(target.bootstrap, f"{topic}-out", partitions=PARTITIONS)
+    txn_topics(target, java, topic, count)
 
     first = java("TransactionalLoop", *txn_args(target, topic), "--pause-after", "45")
     first.wait_for("paused")
@@ -147,8 +152,7 @@ def test_second_instance_with_the_same_transactional_id_fences_the_first(
     target: Target, java: Java, topic: str
 ) -> None:
     count = 60
-    produce_input(target, java, topic, count)
-    create_topics(target.bootstrap, f"{topic}-out", partitions=PARTITIONS)
+    txn_topics(target, java, topic, count)
     # A short poll interval: the paused zombie leaves the group soon, so its rival can
     # take every partition.
     args = [*txn_args(target, topic), "--max-poll-interval-ms", "3000"]
