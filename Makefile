@@ -12,8 +12,12 @@ QUIX_STAMP := $(QUIX_VENV)/.installed
 # Central, for the tests and benchmarks that run real Kafka JVMs. Never committed.
 KAFKA_LIBS := .kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.installed
+# The Java test programs of tests/java (Kafka's Java client and Kafka Streams from Maven
+# Central), compiled into tests/java/target with their runtime jars. Never committed.
+JAVA_TESTS_STAMP := tests/java/target/.built
+JAVA_TESTS_SOURCES := $(shell find tests/java/src -name '*.java')
 
-.PHONY: demo demo-kafka test test-fast lint format bench kafka system-packages clean
+.PHONY: demo demo-kafka test test-fast lint format bench kafka java-tests system-packages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +41,12 @@ $(KAFKA_STAMP): tooling/kafka/pom.xml | system-packages
 
 kafka: $(KAFKA_STAMP)
 
+$(JAVA_TESTS_STAMP): tests/java/pom.xml $(JAVA_TESTS_SOURCES) | system-packages
+	mvn -B -q -Dstyle.color=never -f tests/java/pom.xml package
+	touch $(JAVA_TESTS_STAMP)
+
+java-tests: $(JAVA_TESTS_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m onceflow demo
 
@@ -52,12 +62,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench examples
 	$(VENV)/bin/ruff check --fix src tests bench examples
 
-test: lint system-packages $(QUIX_STAMP) $(KAFKA_STAMP)
+test: lint system-packages $(QUIX_STAMP) $(KAFKA_STAMP) $(JAVA_TESTS_STAMP)
 	$(PY) -m pytest
 
-# Everything but the Apache Kafka JVMs, for a quicker loop while developing.
+# Everything but the JVMs (Apache Kafka, the Java clients), for a quicker loop.
 test-fast: lint system-packages $(QUIX_STAMP)
-	$(PY) -m pytest -m 'not kafka'
+	$(PY) -m pytest -m 'not kafka and not java'
 
 bench: $(STAMP) $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/broker_throughput.py
@@ -66,4 +76,4 @@ bench: $(STAMP) $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/startup.py
 
 clean:
-	rm -rf $(VENV) $(QUIX_VENV) .kafka build dist src/*.egg-info
+	rm -rf $(VENV) $(QUIX_VENV) .kafka tests/java/target build dist src/*.egg-info

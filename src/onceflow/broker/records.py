@@ -37,9 +37,11 @@ _BASE_OFFSET = struct.Struct(">q")
 class InvalidBatch(ValueError):
     """A produced batch that must be refused. ``code`` is the Kafka error code."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, record_index: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        #: The refused record's index in its batch, when one record is to blame.
+        self.record_index = record_index
 
 
 @dataclass(frozen=True, slots=True)

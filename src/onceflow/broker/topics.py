@@ -118,6 +118,7 @@ class TopicRegistry:
             segment_ms=effective.segment_ms,
             max_message_bytes=effective.max_message_bytes,
             log_append_time=effective.log_append_time,
+            compact=effective.compact,
         )
 
     def _apply_configs(self, topic: Topic) -> None:

@@ -39,6 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "kafka: runs Apache Kafka JVMs (deselect with -m 'not kafka')"
     )
+    config.addinivalue_line(
+        "markers",
+        "java: runs the Java client programs of tests/java (deselect with -m 'not java')",
+    )
 
 
 @pytest.fixture

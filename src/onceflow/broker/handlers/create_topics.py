@@ -17,7 +17,12 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(API_KEY, request.__version__)
     names = [t.name for t in request.topics]
     results = []
+    answered: set[str] = set()
     for creatable in request.topics:
+        # As Kafka: a name asked for twice gets one answer (INVALID_REQUEST).
+        if creatable.name in answered:
+            continue
+        answered.add(creatable.name)
         error, message = ErrorCode.none, None
         try:
             if names.count(creatable.name) > 1:

@@ -49,7 +49,8 @@ def _collect(broker: Any, request: Any) -> tuple[Any, int]:
             partition = broker.topics.partition(wanted.topic, asked.partition)
             error = ErrorCode.none
             records = b""
-            aborted: tuple[Any, ...] = ()
+            # As Kafka: read_uncommitted answers carry no aborted list at all (null).
+            aborted: tuple[Any, ...] | None = () if read_committed else None
             high_watermark = last_stable = log_start = -1
             if not readable:
                 error = ErrorCode.topic_authorization_failed
@@ -81,6 +82,11 @@ def _collect(broker: Any, request: Any) -> tuple[Any, int]:
                             )
                             for a in partition.aborted.overlapping(asked.fetch_offset, upper)
                         )
+            if error is not ErrorCode.none:
+                # As Kafka: a partition answered with an error reports no offsets, and no
+                # aborted list (null) unless the partition is unknown (empty).
+                high_watermark = last_stable = log_start = -1
+                aborted = () if partition is None else None
             urgent = urgent or error is not ErrorCode.none
             partitions.append(
                 build(

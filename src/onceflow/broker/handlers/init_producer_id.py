@@ -14,8 +14,6 @@ from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.transactions import TxnError
 
 API_KEY = 22
-# An epoch that reaches this value cannot be bumped again: the producer gets a new id.
-MAX_EPOCH = 32767
 # InitProducerId answers PRODUCER_FENCED only from this version on.
 FENCED_SINCE = 4
 
@@ -32,13 +30,13 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             producer_epoch=epoch,
         )
 
-    known_id = getattr(request, "producer_id", -1)
-    known_epoch = getattr(request, "producer_epoch", -1)
     if request.transactional_id is not None:
         if not allowed(
             broker, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id
         ):
             return answer(ErrorCode.transactional_id_authorization_failed)
+        known_id = getattr(request, "producer_id", -1)
+        known_epoch = getattr(request, "producer_epoch", -1)
         try:
             pending = broker.transactions.init_producer_id(
                 request.transactional_id,
@@ -61,9 +59,9 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
         return finish()
     if not _may_write_idempotently(broker):
         return answer(ErrorCode.cluster_authorization_failed)
-    if known_id >= 0 and 0 <= known_epoch < MAX_EPOCH - 1:
-        # KIP-360: an idempotent producer recovers from a lost sequence by bumping its epoch.
-        return answer(ErrorCode.none, known_id, known_epoch + 1)
+    # As Kafka: without a transactional id, every request gets a fresh producer id, even
+    # one naming its current id and epoch (the Java client bumps an idempotent epoch on
+    # its own; librdkafka asks for a new id).
     return answer(ErrorCode.none, broker.producer_ids.allocate(), 0)
 
 

@@ -20,12 +20,18 @@ from onceflow.broker.records import (
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 
 API_KEY = 0
+# Errors for which Kafka answers log start offset -1: the batch itself is refused.
+_REFUSED_WHOLE = frozenset({
+    ErrorCode.corrupt_message, ErrorCode.message_too_large, ErrorCode.record_list_too_large,
+    ErrorCode.invalid_record,
+})  # fmt: skip
 
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(API_KEY, request.__version__)
     acks = request.acks
-    # (topic, partition index, error, base offset, log start, message, append time).
+    # (topic, partition index, error, base offset, log start, message, append time,
+    # index of the refused record or None).
     outcomes: list[list[Any]] = []
     waits: dict[int, Awaitable[None]] = {}
     transactional_id = getattr(request, "transactional_id", None)
@@ -40,7 +46,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             else ErrorCode.topic_authorization_failed
         )
         for data in topic_data.partition_data:
-            outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1]
+            outcome = [topic_data.name, data.index, ErrorCode.none, -1, -1, None, -1, None]
             outcomes.append(outcome)
             if acks not in (0, 1, -1):
                 outcome[2] = ErrorCode.invalid_required_acks
@@ -64,7 +70,11 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             try:
                 appended = partition.append(records)
             except InvalidBatch as exc:
-                outcome[2], outcome[5] = ErrorCode(exc.code), str(exc)
+                outcome[2], outcome[5], outcome[7] = ErrorCode(exc.code), str(exc), exc.record_index
+                # As Kafka: a batch refused by the producer state or for one of its
+                # records reports the log start offset; one refused whole does not.
+                if exc.record_index is not None or exc.code not in _REFUSED_WHOLE:
+                    outcome[4] = partition.log_start_offset
                 continue
             except OSError as exc:
                 # A failed write (disk full): fail-stop, like a failed fsync.
@@ -83,7 +93,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
 
     def respond() -> Any:
         by_topic: dict[str, list[Any]] = {}
-        for name, index, error, base, start, message, append_time in outcomes:
+        for name, index, error, base, start, message, append_time, refused in outcomes:
             by_topic.setdefault(name, []).append(
                 build(
                     m.PartitionProduceResponse,
@@ -93,7 +103,15 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                     # None (-1) for CreateTime: the client stamped the records.
                     log_append_time=_as_datetime(append_time),
                     log_start_offset=start,
-                    record_errors=(),
+                    record_errors=()
+                    if refused is None
+                    else (
+                        build(
+                            m.BatchIndexAndErrorMessage,
+                            batch_index=refused,
+                            batch_index_error_message=message,
+                        ),
+                    ),
                     error_message=message,
                 )
             )

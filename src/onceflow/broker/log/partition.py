@@ -25,6 +25,7 @@ from onceflow.broker.records import (
     InvalidBatch,
     build_control_batch,
     control_type,
+    decode_records,
     first_record_at_or_after,
     read_header,
     split_produced,
@@ -48,6 +49,8 @@ class LogConfig:
     max_message_bytes: int = 1_048_588
     #: Stamp batches with the broker's clock (message.timestamp.type=LogAppendTime).
     log_append_time: bool = False
+    #: cleanup.policy includes compact: every record needs a key.
+    compact: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -224,6 +227,8 @@ class PartitionLog:
                 f"batch of {header.size} bytes exceeds max.message.bytes "
                 f"{self.config.max_message_bytes}",
             )
+        if self.config.compact:
+            _require_keys(records, header, self.directory.name)
         if header.is_idempotent:
             try:
                 self.producers.check(header)
@@ -415,3 +420,14 @@ class PartitionLog:
         for segment in self.segments:
             segment.close()
         self.aborted.close()
+
+
+def _require_keys(records: bytes, header: BatchHeader, partition: str) -> None:
+    """As Kafka: a compacted topic refuses a batch holding a record without a key."""
+    for index, record in enumerate(decode_records(records, header)):
+        if record.key is None:
+            raise InvalidBatch(
+                ErrorCode.invalid_record,
+                f"Compacted topic cannot accept message without key in topic partition {partition}",
+                record_index=index,
+            )

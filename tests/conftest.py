@@ -1,4 +1,5 @@
-"""Fixtures shared by the broker tests: one broker process per module, one topic per test."""
+"""Fixtures shared by the broker and Java tests: one broker process per module, one topic
+per test."""
 
 from __future__ import annotations
 
