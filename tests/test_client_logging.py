@@ -30,7 +30,7 @@ def verify_through_an_outage(tmp_path: Path, log_level: str) -> str:
                 [
                     sys.executable, "-m", "onceflow", "--log-level", log_level, "verify",
                     "--bootstrap", f"127.0.0.1:{port}", "--guarantee", "at-most-once",
-                    "--orders", "20",
+                    "--orders", "20", "--fault", "none",
                 ],
                 stdout=sink,
                 stderr=subprocess.STDOUT,

@@ -129,7 +129,7 @@ def test_sql_keys_are_read_from_sqlite_and_postgresql(tmp_path: Path) -> None:
             database = open_database(location)
             database.execute("CREATE TABLE applied (input_key TEXT)")
             for key in ("a", "a", "b"):
-                database.execute("INSERT INTO applied VALUES (?)", (key,))
+                database.execute(f"INSERT INTO applied VALUES ({database.placeholder})", (key,))
             database.close()
             applied = query_keys("SELECT input_key FROM applied", location)
             assert sorted(applied) == ["a", "a", "b"]
