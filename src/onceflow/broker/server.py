@@ -180,6 +180,8 @@ class Broker:
             await self._server.wait_closed()
             self._server = None
         await self.maintenance.stop()
+        if hasattr(self, "transactions"):
+            await self.transactions.drain()
         await self.flusher.drain()
         self._close_storage()
 

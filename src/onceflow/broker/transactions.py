@@ -2,8 +2,14 @@
 
 Every state change is written to a journal. Ending a transaction goes
 PREPARE_COMMIT/PREPARE_ABORT (durable) -> markers on every partition of the transaction
-(durable) -> pending group offsets materialised on commit -> COMPLETE_*. A new epoch
-(InitProducerId) is durable before it is handed out, since fencing must survive a crash.
+(durable) -> pending group offsets materialised on commit -> COMPLETE_*. As in Kafka's
+coordinator, EndTxn is answered once the PREPARE record is durable: the decision is then
+final (a restart completes a prepared transaction), and the markers are written and
+synced after the answer. Until they are, the transaction is prepared: its producer's
+next transactional request meets CONCURRENT_TRANSACTIONS (clients retry it), and each
+partition keeps its last stable offset below the transaction until its marker is durable.
+A new epoch (InitProducerId) is durable before it is handed out, since fencing must
+survive a crash.
 
 Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn) are answered
 once written, without waiting for an fsync: they only matter to a transaction that
@@ -154,6 +160,8 @@ class TransactionCoordinator:
         self.transactions: dict[str, Transaction] = {}
         self._by_producer: dict[int, Transaction] = {}
         self._expiry: asyncio.Task[None] | None = None
+        #: Transactions answered as ended whose markers are still being made durable.
+        self._completing: set[asyncio.Task[None]] = set()
         for raw in journal.replay():
             self._index(Transaction.from_json(raw))
 
@@ -174,9 +182,14 @@ class TransactionCoordinator:
                     txn.transactional_id,
                 )
                 self._bump_epoch(txn)
-                await self._prepare(txn, commit=False)
+                await self._prepare(txn, commit=False).completed
         await self._abort_hanging()
         self._expiry = asyncio.create_task(self._expire_forever())
+
+    async def drain(self) -> None:
+        """Wait for the transactions whose markers are being written (at shutdown)."""
+        while self._completing:
+            await asyncio.gather(*self._completing, return_exceptions=True)
 
     def close(self, durably: bool = True) -> None:
         """Stop enforcing timeouts and compact the journal (at shutdown). When the data
@@ -242,7 +255,9 @@ class TransactionCoordinator:
                 raise TxnError(ErrorCode.producer_fenced)
         self._bump_epoch(txn)
         # The previous incarnation's transaction can never finish: abort it.
-        aborting = self._prepare(txn, commit=False) if txn.state is TxnState.ONGOING else None
+        aborting = None
+        if txn.state is TxnState.ONGOING:
+            aborting = self._prepare(txn, commit=False).completed
         return self._reinit(txn, timeout_ms, aborting)
 
     async def _reinit(
@@ -367,18 +382,32 @@ class TransactionCoordinator:
                 ErrorCode.invalid_txn_state,
                 f"cannot {'commit' if commit else 'abort'} in state {txn.state.value}",
             )
-        return self._prepare(txn, commit)
+        # Answered once the decision is durable; the markers follow in the background.
+        return _all([self._prepare(txn, commit).decided])
 
-    def _prepare(self, txn: Transaction, commit: bool) -> Awaitable[None]:
-        """Enter the prepared state now (concurrent requests see it at once); the
-        returned awaitable completes the transaction once the decision is durable."""
+    def _prepare(self, txn: Transaction, commit: bool) -> _Ending:
+        """Enter the prepared state now (concurrent requests see it at once) and
+        complete the transaction in the background once the decision is durable."""
         txn.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         decided = self._journal.append(txn.to_json())
-        return self._complete_after(decided, txn)
+        completed = asyncio.ensure_future(self._complete_after(decided, txn))
+        self._completing.add(completed)
+        completed.add_done_callback(self._completion_done)
+        return _Ending(decided, completed)
 
     async def _complete_after(self, decided: Awaitable[None] | None, txn: Transaction) -> None:
         await _all([decided])
         await self._complete(txn)
+
+    def _completion_done(self, task: asyncio.Task[None]) -> None:
+        self._completing.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        # A storage failure is logged once by the flusher; the prepared state stays in
+        # the journal and the next start completes it.
+        if exc is not None and not isinstance(exc, OSError):
+            log.error("completing a transaction failed", exc_info=exc)
 
     async def _complete(self, txn: Transaction) -> None:
         """Write the markers of a prepared transaction and record its completion."""
@@ -414,7 +443,7 @@ class TransactionCoordinator:
                     # Fence the silent producer: its epoch can no longer write or commit.
                     self._bump_epoch(txn)
                     try:
-                        await self._prepare(txn, commit=False)
+                        await self._prepare(txn, commit=False).completed
                     except OSError:
                         return  # the data dir is offline: logged once by the flusher
                     except Exception:
@@ -438,6 +467,15 @@ class TransactionCoordinator:
 
     def describe(self) -> Iterable[Transaction]:
         return self.transactions.values()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ending:
+    """A transaction being ended: ``decided`` completes once its PREPARE record is
+    durable (None: durable at once), ``completed`` once its markers are."""
+
+    decided: Awaitable[None] | None
+    completed: asyncio.Task[None]
 
 
 async def _all(waits: list[Awaitable[None] | None]) -> None:

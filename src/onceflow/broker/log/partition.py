@@ -83,6 +83,9 @@ class PartitionLog:
         self.producers = ProducerStates()
         #: producer id -> first offset of its open transaction on this partition.
         self.ongoing: dict[int, int] = {}
+        #: (marker offset, first offset) of transactions ended here whose marker is
+        #: not durable yet: read_committed must not pass them before it is.
+        self._ending: list[tuple[int, int]] = []
         self.aborted = AbortedIndex(directory / "aborted.index")
         self.high_watermark = 0
         #: Files written since the last fsync round (segments, the aborted index).
@@ -111,9 +114,13 @@ class PartitionLog:
     def last_stable_offset(self) -> int:
         """Where read_committed consumers stop: the first offset of the earliest open
         transaction, or the high watermark when none is open."""
-        if not self.ongoing:
+        if not self.ongoing and not self._ending:
             return self.high_watermark
-        return min(self.high_watermark, min(self.ongoing.values()))
+        return min(
+            self.high_watermark,
+            *self.ongoing.values(),
+            *(first for _, first in self._ending),
+        )
 
     @property
     def active(self) -> Segment:
@@ -198,6 +205,8 @@ class PartitionLog:
     def _apply_marker(self, header: BatchHeader, abort: bool, recovering: bool = False) -> None:
         self.producers.bump_epoch(header.producer_id, header.producer_epoch)
         first = self.ongoing.pop(header.producer_id, None)
+        if first is not None and not recovering and header.base_offset >= self.high_watermark:
+            self._ending.append((header.base_offset, first))
         if abort and first is not None:
             entry = AbortedTxn(header.producer_id, first, header.base_offset)
             if not (recovering and self.aborted.contains(entry)):
@@ -312,6 +321,8 @@ class PartitionLog:
         """Make everything below ``offset`` visible to consumers."""
         if offset > self.high_watermark:
             self.high_watermark = offset
+            if self._ending:
+                self._ending = [(end, first) for end, first in self._ending if end >= offset]
             self._on_visible()
 
     # -- reading ---------------------------------------------------------------
