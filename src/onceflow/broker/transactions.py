@@ -11,10 +11,10 @@ partition keeps its last stable offset below the transaction until its marker is
 A new epoch (InitProducerId) is durable before it is handed out, since fencing must
 survive a crash.
 
-Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn) are answered
-once written, without waiting for an fsync: they only matter to a transaction that
-commits, and the fsync of its PREPARE_COMMIT record covers every earlier record of the
-sequential journal. (TxnOffsetCommit waits, as every offset commit does.) Unsynced
+Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn, and the
+offsets TxnOffsetCommit stages) are answered once written, without waiting for an fsync:
+they only matter to a transaction that commits, and the fsync of its PREPARE_COMMIT
+record (which repeats them) is durable before the commit is answered. Unsynced
 records survive a crash of the broker process (the page cache keeps them), so after a
 restart on the same boot ongoing transactions resume as in Kafka: their producer may
 still commit them, or the timeout aborts them. After an operating-system crash (a new
@@ -336,9 +336,8 @@ class TransactionCoordinator:
                 ErrorCode.invalid_txn_state, f"AddOffsetsToTxn for group {group_id!r} came first?"
             )
         txn.pending_offsets[group_id].update(offsets)
-        # Durable before it is answered, as every offset commit is: the client takes the
-        # answer for "these offsets are stored".
-        return self._persist_then(txn, lambda: None)
+        # Unlike a plain offset commit, nothing is stored until the transaction commits.
+        return self._written(txn)
 
     def pending_offsets(self, group_id: str) -> set[TopicPartition]:
         """Partitions of ``group_id`` with offsets staged by a transaction not yet ended."""
@@ -426,9 +425,10 @@ class TransactionCoordinator:
         txn.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
         txn.partitions.clear()
         txn.pending_offsets.clear()
-        # Not awaited: a crash before this is durable replays the prepared state, and
-        # completing it again is harmless (markers are only written where still open).
-        self._journal.append(txn.to_json())
+        # Synced by the next round that syncs the journal: a crash before replays the
+        # prepared state, and completing it again is harmless (markers are only written
+        # where still open).
+        self._journal.append(txn.to_json(), durable=False)
         self._maybe_compact()
 
     # -- timeouts --------------------------------------------------------------
@@ -452,7 +452,7 @@ class TransactionCoordinator:
     # -- persistence -----------------------------------------------------------
 
     def _written(self, txn: Transaction) -> Awaitable[None]:
-        """Journal an addition to an ongoing transaction without waiting for its fsync
+        """Journal a change to an ongoing transaction without waiting for its fsync
         (see the module docstring for why that is safe)."""
         self._journal.append(txn.to_json(), durable=False)
         return _done()
