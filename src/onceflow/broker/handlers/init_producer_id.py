@@ -7,8 +7,13 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.handlers.transactions import client_error
-from onceflow.broker.log.disk import StorageOffline
+from onceflow.broker.durable import when_settled
+from onceflow.broker.handlers.transactions import (
+    COORDINATOR_FAILURES,
+    DONE,
+    client_error,
+    coordinator_error,
+)
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.transactions import TxnError
 
@@ -44,16 +49,13 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
         except TxnError as exc:
             return answer(exc.code)
 
-        async def finish() -> Any:
-            try:
-                producer_id, epoch = await pending
-            except TxnError as exc:
-                return answer(exc.code)
-            except StorageOffline:
-                return answer(ErrorCode.coordinator_not_available)
-            return answer(ErrorCode.none, producer_id, epoch)
+        def settled(outcomes: dict[str, Any]) -> Any:
+            outcome = outcomes[DONE]
+            if isinstance(outcome, BaseException):
+                return answer(coordinator_error(outcome))
+            return answer(ErrorCode.none, *outcome)
 
-        return finish()
+        return when_settled({DONE: pending}, settled, COORDINATOR_FAILURES)
     if known_id >= 0 and 0 <= known_epoch < MAX_EPOCH - 1:
         # KIP-360: an idempotent producer recovers from a lost sequence by bumping its epoch.
         return answer(ErrorCode.none, known_id, known_epoch + 1)

@@ -7,6 +7,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
 from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.transactions import TxnError
@@ -23,6 +24,21 @@ def client_error(code: ErrorCode, version: int, fenced_since: int) -> ErrorCode:
     return code
 
 
+#: How a coordinator call's awaitable fails; see ``coordinator_error``.
+COORDINATOR_FAILURES = (TxnError, StorageOffline)
+#: The key of a coordinator call's awaitable among a request's waits.
+DONE = "done"
+
+
+def coordinator_error(exc: BaseException) -> ErrorCode:
+    """The answer to a coordinator call that failed with one of COORDINATOR_FAILURES."""
+    if isinstance(exc, TxnError):
+        return exc.code
+    # Not durable, so not done: a retriable error sends the client back to
+    # FindCoordinator, which it retries until the broker is restarted.
+    return ErrorCode.coordinator_not_available
+
+
 def answer_after(
     start: Callable[[], Awaitable[Any]],
     respond: Callable[[ErrorCode], Any],
@@ -36,18 +52,13 @@ def answer_after(
     except TxnError as exc:
         return respond(client_error(exc.code, version, fenced_since))
 
-    async def finish() -> Any:
-        try:
-            await pending
-        except TxnError as exc:
-            return respond(client_error(exc.code, version, fenced_since))
-        except StorageOffline:
-            # Not durable, so not done: a retriable error sends the client back to
-            # FindCoordinator, which it retries until the broker is restarted.
-            return respond(ErrorCode.coordinator_not_available)
+    def settled(outcomes: dict[str, Any]) -> Any:
+        outcome = outcomes.get(DONE)
+        if isinstance(outcome, BaseException):
+            return respond(client_error(coordinator_error(outcome), version, fenced_since))
         return respond(ErrorCode.none)
 
-    return finish()
+    return when_settled({DONE: pending}, settled, COORDINATOR_FAILURES)
 
 
 def handle_add_partitions(broker: Any, header: Any, request: Any) -> Any:
