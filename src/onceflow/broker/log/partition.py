@@ -70,7 +70,7 @@ class PartitionLog:
         self,
         directory: Path,
         config: LogConfig,
-        on_visible: Callable[[], None] = lambda: None,
+        on_visible: Callable[[PartitionLog], None] = lambda partition: None,
     ) -> None:
         self.directory = directory
         self.config = config
@@ -323,7 +323,7 @@ class PartitionLog:
             self.high_watermark = offset
             if self._ending:
                 self._ending = [(end, first) for end, first in self._ending if end >= offset]
-            self._on_visible()
+            self._on_visible(self)
 
     # -- reading ---------------------------------------------------------------
 
