@@ -8,6 +8,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from kio.schema.errors import ErrorCode
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 _PATCHED_PREFIX = struct.Struct(">qii")
 SNAPSHOT_FILE = "producers.snapshot"
+# Snapshots taken at a roll are written (fsync, rename, directory fsync) off the event
+# loop, one at a time so that an older one never replaces a newer one.
+_SNAPSHOT_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onceflow-snapshot")
 LOG_START_FILE = "log-start-offset"
 
 
@@ -94,6 +98,9 @@ class PartitionLog:
         #: Raised by DeleteRecords past the first segment's base (durable checkpoint).
         self._log_start = 0
         self._active_since = time.monotonic()
+        #: The producer snapshot of the last roll, being written off the loop.
+        self._snapshot_write: Future[None] | None = None
+        self._snapshot_failure: BaseException | None = None
         #: Set while the cleaner works on this partition: retention leaves it alone.
         self.cleaning = False
         #: Offsets below this were compacted by the last cleaner pass.
@@ -186,15 +193,28 @@ class PartitionLog:
                 else:
                     self._apply_data(header)
 
+    def _producer_snapshot(self) -> dict[str, object]:
+        return {
+            "offset": self.log_end_offset,
+            "producers": self.producers.to_json(),
+            "ongoing": {str(pid): first for pid, first in self.ongoing.items()},
+        }
+
     def write_producer_snapshot(self) -> None:
-        write_json_atomically(
-            self.directory / SNAPSHOT_FILE,
-            {
-                "offset": self.log_end_offset,
-                "producers": self.producers.to_json(),
-                "ongoing": {str(pid): first for pid, first in self.ongoing.items()},
-            },
-        )
+        # An older snapshot still being written must not land after this one.
+        self._settle_snapshot_write()
+        write_json_atomically(self.directory / SNAPSHOT_FILE, self._producer_snapshot())
+
+    def _snapshot_written(self, write: Future[None]) -> None:
+        # In the writer's thread: the loop sees the failure at its next roll.
+        if write.exception() is not None:
+            self._snapshot_failure = write.exception()
+
+    def _settle_snapshot_write(self) -> None:
+        """Wait for the roll's snapshot write, however it ends."""
+        if self._snapshot_write is not None:
+            wait([self._snapshot_write])
+            self._snapshot_write = None
 
     def _apply_data(self, header: BatchHeader) -> None:
         if header.is_idempotent:
@@ -278,8 +298,18 @@ class PartitionLog:
         return header
 
     def roll(self) -> None:
-        """Close the active segment and start a new one at the log end."""
-        self.write_producer_snapshot()
+        """Close the active segment and start a new one at the log end.
+
+        The producer snapshot (what recovery replays from) is written in the
+        background: until it lands, recovery replays from the previous one, which
+        covers the same state from further back. A failed write surfaces at the next
+        roll (an OSError, which takes the data dir offline like a failed append)."""
+        if self._snapshot_failure is not None:
+            raise self._snapshot_failure
+        self._snapshot_write = _SNAPSHOT_WRITER.submit(
+            write_json_atomically, self.directory / SNAPSHOT_FILE, self._producer_snapshot()
+        )
+        self._snapshot_write.add_done_callback(self._snapshot_written)
         self._add_segment(self.log_end_offset)
         self._active_since = time.monotonic()
 
@@ -414,6 +444,7 @@ class PartitionLog:
 
     def discard(self) -> None:
         """Close every file without writing anything (the partition is being deleted)."""
+        self._settle_snapshot_write()  # the partition's files are going away
         for segment in self.segments:
             segment.close()
         self.aborted.close()
