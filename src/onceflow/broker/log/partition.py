@@ -419,14 +419,20 @@ class PartitionLog:
         return None
 
     def max_timestamp_offset(self) -> tuple[int, int] | None:
-        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
+        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3).
+
+        From each segment's maximum and its time index: a scan of one index interval per
+        segment, not of every batch header."""
         best: BatchHeader | None = None
         for segment in self.segments:
-            for _, header in segment.headers():
-                if header.base_offset >= self.high_watermark:
-                    break
-                if best is None or header.max_timestamp > best.max_timestamp:
-                    best = header
+            if segment.base_offset >= self.high_watermark:
+                break
+            header = segment.locate_timestamp(segment.max_timestamp)
+            if header is not None and header.base_offset >= self.high_watermark:
+                # The segment's maximum is not visible yet (rare: the active segment).
+                header = _max_batch_below(segment, self.high_watermark)
+            if header is not None and (best is None or header.max_timestamp > best.max_timestamp):
+                best = header
         if best is None:
             return None
         position = self._find(best.base_offset)
@@ -457,3 +463,14 @@ class PartitionLog:
         for segment in self.segments:
             segment.close()
         self.aborted.close()
+
+
+def _max_batch_below(segment: Segment, upper: int) -> BatchHeader | None:
+    """The first batch of ``segment`` below offset ``upper`` with the largest timestamp."""
+    best: BatchHeader | None = None
+    for _, header in segment.headers():
+        if header.base_offset >= upper:
+            break
+        if best is None or header.max_timestamp > best.max_timestamp:
+            best = header
+    return best
