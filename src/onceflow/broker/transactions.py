@@ -66,9 +66,14 @@ PREPARED = (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT)
 class TxnError(Exception):
     """A transactional request that must be refused with ``code``."""
 
-    def __init__(self, code: ErrorCode, message: str = "") -> None:
+    def __init__(
+        self, code: ErrorCode, message: str = "", completing: asyncio.Future[None] | None = None
+    ) -> None:
         super().__init__(message or code.name)
         self.code = code
+        #: For CONCURRENT_TRANSACTIONS: the completion of the producer's previous
+        #: transaction, after which the request may succeed.
+        self.completing = completing
 
 
 @dataclasses.dataclass
@@ -160,8 +165,9 @@ class TransactionCoordinator:
         self.transactions: dict[str, Transaction] = {}
         self._by_producer: dict[int, Transaction] = {}
         self._expiry: asyncio.Task[None] | None = None
-        #: Transactions answered as ended whose markers are still being made durable.
-        self._completing: set[asyncio.Task[None]] = set()
+        #: Transactions answered as ended whose markers are still being made durable,
+        #: by transactional id.
+        self._completing: dict[str, asyncio.Task[None]] = {}
         for raw in journal.replay():
             self._index(Transaction.from_json(raw))
 
@@ -189,7 +195,7 @@ class TransactionCoordinator:
     async def drain(self) -> None:
         """Wait for the transactions whose markers are being written (at shutdown)."""
         while self._completing:
-            await asyncio.gather(*self._completing, return_exceptions=True)
+            await asyncio.gather(*self._completing.values(), return_exceptions=True)
 
     def close(self, durably: bool = True) -> None:
         """Stop enforcing timeouts and compact the journal (at shutdown). When the data
@@ -246,7 +252,7 @@ class TransactionCoordinator:
             self._index(txn)
             return self._persist_then(txn, lambda: (txn.producer_id, txn.epoch))
         if txn.state in PREPARED:
-            raise TxnError(ErrorCode.concurrent_transactions)
+            raise self._concurrent(txn)
         if producer_id != -1:
             # KIP-360: a producer re-initialising with its own id and epoch keeps its id.
             if producer_id != txn.producer_id:
@@ -295,7 +301,7 @@ class TransactionCoordinator:
         if epoch != txn.epoch:
             raise TxnError(ErrorCode.producer_fenced)
         if txn.state in PREPARED:
-            raise TxnError(ErrorCode.concurrent_transactions)
+            raise self._concurrent(txn)
         return txn
 
     def _begin(self, txn: Transaction) -> None:
@@ -375,7 +381,7 @@ class TransactionCoordinator:
         if txn.state is wanted:
             return _done()  # a retry of an EndTxn that already completed
         if txn.state in PREPARED:
-            raise TxnError(ErrorCode.concurrent_transactions)
+            raise self._concurrent(txn)
         if txn.state is not TxnState.ONGOING:
             raise TxnError(
                 ErrorCode.invalid_txn_state,
@@ -390,16 +396,24 @@ class TransactionCoordinator:
         txn.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         decided = self._journal.append(txn.to_json())
         completed = asyncio.ensure_future(self._complete_after(decided, txn))
-        self._completing.add(completed)
-        completed.add_done_callback(self._completion_done)
+        self._completing[txn.transactional_id] = completed
+        completed.add_done_callback(lambda task: self._completion_done(txn, task))
         return _Ending(decided, completed)
 
     async def _complete_after(self, decided: Awaitable[None] | None, txn: Transaction) -> None:
         await _all([decided])
         await self._complete(txn)
 
-    def _completion_done(self, task: asyncio.Task[None]) -> None:
-        self._completing.discard(task)
+    def _concurrent(self, txn: Transaction) -> TxnError:
+        """CONCURRENT_TRANSACTIONS for a request that meets ``txn`` prepared."""
+        return TxnError(
+            ErrorCode.concurrent_transactions,
+            completing=self._completing.get(txn.transactional_id),
+        )
+
+    def _completion_done(self, txn: Transaction, task: asyncio.Task[None]) -> None:
+        if self._completing.get(txn.transactional_id) is task:
+            del self._completing[txn.transactional_id]
         if task.cancelled():
             return
         exc = task.exception()

@@ -11,6 +11,7 @@ from onceflow.broker.durable import when_settled
 from onceflow.broker.handlers.transactions import (
     COORDINATOR_FAILURES,
     DONE,
+    call_coordinator,
     client_error,
     coordinator_error,
 )
@@ -40,11 +41,13 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     known_epoch = getattr(request, "producer_epoch", -1)
     if request.transactional_id is not None:
         try:
-            pending = broker.transactions.init_producer_id(
-                request.transactional_id,
-                int(request.transaction_timeout.total_seconds() * 1000),
-                known_id,
-                known_epoch,
+            pending = call_coordinator(
+                lambda: broker.transactions.init_producer_id(
+                    request.transactional_id,
+                    int(request.transaction_timeout.total_seconds() * 1000),
+                    known_id,
+                    known_epoch,
+                )
             )
         except TxnError as exc:
             return answer(exc.code)

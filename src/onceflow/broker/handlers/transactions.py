@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,34 @@ def coordinator_error(exc: BaseException) -> ErrorCode:
     return ErrorCode.coordinator_not_available
 
 
+# How long a request that meets the producer's previous transaction still completing
+# (its markers being made durable: one fsync round, usually) waits for it before it is
+# answered CONCURRENT_TRANSACTIONS. Clients back off before retrying that (librdkafka
+# for retry.backoff.ms, 100 ms), which would cost far more than the round.
+COMPLETION_WAIT_SECONDS = 0.1
+
+
+def call_coordinator(start: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+    """``start()``; when it meets the previous transaction completing, an awaitable that
+    waits for that briefly and calls ``start()`` again. Raises TxnError for a refusal."""
+    try:
+        return start()
+    except TxnError as exc:
+        if exc.completing is None:
+            raise
+        return _after_completion(exc.completing, start, exc)
+
+
+async def _after_completion(
+    completing: asyncio.Future[None], start: Callable[[], Awaitable[Any]], refusal: TxnError
+) -> Any:
+    try:
+        await asyncio.wait_for(asyncio.shield(completing), COMPLETION_WAIT_SECONDS)
+    except TimeoutError:
+        raise refusal from None
+    return await start()
+
+
 def answer_after(
     start: Callable[[], Awaitable[Any]],
     respond: Callable[[ErrorCode], Any],
@@ -48,7 +77,7 @@ def answer_after(
     """Run a coordinator call: its synchronous refusal or its durable completion becomes
     the response (the error code is translated for the request's version)."""
     try:
-        pending = start()
+        pending = call_coordinator(start)
     except TxnError as exc:
         return respond(client_error(exc.code, version, fenced_since))
 
