@@ -191,17 +191,10 @@ class WireClient(KafkaConnection):
         assert answer.error_code == ErrorCode.none, answer
         return answer.offset
 
-    def fetch(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        max_bytes: int = 2**20,
-        isolation_level: int = READ_UNCOMMITTED,
-    ) -> Any:
-        """One Fetch that does not wait for data; returns the partition's PartitionData."""
-        request = self.fetch_request(topic, partition, offset, max_bytes, isolation_level)
-        response = self.request(request)
+    def fetch(self, topic: str, partition: int, offset: int, **options: Any) -> Any:
+        """One Fetch that does not wait for data; returns the partition's PartitionData.
+        ``options``: those of ``fetch_request``."""
+        response = self.request(self.fetch_request(topic, partition, offset, **options))
         (data,) = response.responses[0].partitions
         return data
 
