@@ -4,8 +4,9 @@ What it measures: one confluent-kafka transactional producer runs ``--transactio
 transactions of ``--records`` records each (begin, produce, commit) against an
 ``onceflow broker --flush always`` process. The broker's Prometheus metrics are scraped
 before and after: group-commit fsync rounds per transaction, the mean EndTxn latency
-(the part of a commit that waits on fsync rounds), and how often the producer's next
-transaction met CONCURRENT_TRANSACTIONS (its previous markers not yet durable).
+(the part of a commit that waits on fsync rounds), and AddPartitionsToTxn requests per
+transaction: above 1 when the producer's next transaction met CONCURRENT_TRANSACTIONS
+(its previous markers not yet durable) and retried.
 
 Run it::
 
@@ -85,9 +86,10 @@ def run(bootstrap: str, metrics_port: int, transactions: int, records: int) -> d
         "end_txn_ms": delta("onceflow_broker_request_seconds_sum", end_txn)
         * 1000
         / max(1.0, delta("onceflow_broker_request_seconds_count", end_txn)),
-        "concurrent_transactions_answers": delta(
-            "onceflow_broker_request_errors_total", 'error="concurrent_transactions"'
-        ),
+        "add_partitions_per_transaction": delta(
+            "onceflow_broker_requests_total", 'api="AddPartitionsToTxn"'
+        )
+        / transactions,
     }
 
 
