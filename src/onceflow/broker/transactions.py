@@ -439,10 +439,11 @@ class TransactionCoordinator:
         txn.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
         txn.partitions.clear()
         txn.pending_offsets.clear()
-        # Synced by the next round that syncs the journal: a crash before replays the
+        # Synced by the next flush round, whatever starts it: a crash before replays the
         # prepared state, and completing it again is harmless (markers are only written
         # where still open).
         self._journal.append(txn.to_json(), durable=False)
+        self._broker.flusher.piggyback(self._journal)
         self._maybe_compact()
 
     # -- timeouts --------------------------------------------------------------
