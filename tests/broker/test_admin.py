@@ -318,11 +318,17 @@ def test_describe_producers_and_transactions(broker: BrokerProcess) -> None:
         assert active.current_txn_start_offset == 0
 
         producer.commit_transaction(TIMEOUT)
-        listed = wire.request(
-            list_v1.ListTransactionsRequest(
-                state_filters=(), producer_id_filters=(), duration_filter=-1
+
+        def states_now() -> dict[str, str]:
+            listed = wire.request(
+                list_v1.ListTransactionsRequest(
+                    state_filters=(), producer_id_filters=(), duration_filter=-1
+                )
             )
-        )
-        assert {t.transactional_id: t.transaction_state for t in listed.transaction_states} == {
-            "admin-txn": "CompleteCommit"
-        }
+            return {t.transactional_id: t.transaction_state for t in listed.transaction_states}
+
+        # The commit is answered once decided (PrepareCommit); its markers follow.
+        deadline = time.monotonic() + TIMEOUT
+        while (states := states_now()) == {"admin-txn": "PrepareCommit"}:
+            assert time.monotonic() < deadline, "the commit's markers never completed"
+        assert states == {"admin-txn": "CompleteCommit"}

@@ -114,6 +114,9 @@ def test_no_acknowledgement_before_fsync(
     commit_txn.produce("t", 0, [b"committed"])
 
     gate.touch()
+    # Staged offsets are stored only by the commit, whose PREPARE record repeats them:
+    # they are answered once journaled, and their transaction's EndTxn waits.
+    offsets_txn.txn_offset_commit("g-txn", {("t", 0): 1})
     producer, committer = WireClient.connect(broker.bootstrap), WireClient.connect(broker.bootstrap)
     sent = {
         "Produce": (
@@ -124,9 +127,9 @@ def test_no_acknowledgement_before_fsync(
             committer,
             committer.send(offset_commit_request("g", {("t", 0): 1})),
         ),
-        "TxnOffsetCommit": (
+        "EndTxn with offsets": (
             offsets_txn.wire,
-            offsets_txn.wire.send(offsets_txn.txn_offset_commit_request("g-txn", {("t", 0): 1})),
+            offsets_txn.wire.send(offsets_txn.end_txn_request(True)),
         ),
         "EndTxn": (commit_txn.wire, commit_txn.wire.send(commit_txn.end_txn_request(True))),
     }
@@ -138,8 +141,8 @@ def test_no_acknowledgement_before_fsync(
     assert produced.responses[0].partition_responses[0].error_code == ErrorCode.none
     committed = committer.receive(8, 8, sent["OffsetCommit"][1])
     assert committed.topics[0].partitions[0].error_code == ErrorCode.none
-    staged = offsets_txn.wire.receive(28, 3, sent["TxnOffsetCommit"][1])
-    assert staged.topics[0].partitions[0].error_code == ErrorCode.none
+    staged = offsets_txn.wire.receive(26, 1, sent["EndTxn with offsets"][1])
+    assert staged.error_code == ErrorCode.none
     ended = commit_txn.wire.receive(26, 1, sent["EndTxn"][1])
     assert ended.error_code == ErrorCode.none
     for client in (producer, committer, offsets_txn, commit_txn):

@@ -57,6 +57,11 @@ class TxnProducer:
         self.wire.close()
 
     def add_partitions(self, partitions: list[tuple[str, int]]) -> None:
+        for error in self.try_add_partitions(partitions):
+            assert error == ErrorCode.none, error
+
+    def try_add_partitions(self, partitions: list[tuple[str, int]]) -> list[ErrorCode]:
+        """AddPartitionsToTxn; returns each partition's error code."""
         m = request_module(ADD_PARTITIONS, 3)
         by_topic: dict[str, list[int]] = {}
         for topic, index in partitions:
@@ -73,9 +78,11 @@ class TxnProducer:
                 ),
             )
         )
-        for topic in response.results_by_topic_v3_and_below:
-            for result in topic.results_by_partition:
-                assert result.partition_error_code == ErrorCode.none, result
+        return [
+            result.partition_error_code
+            for topic in response.results_by_topic_v3_and_below
+            for result in topic.results_by_partition
+        ]
 
     def produce(self, topic: str, partition: int, values: list[bytes]) -> int:
         """Append one transactional batch; returns its base offset."""

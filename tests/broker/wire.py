@@ -30,6 +30,7 @@ from onceflow.broker.records import ATTRIBUTES_OFFSET, CRC_OFFSET, LOG_OVERHEAD
 
 CLIENT_ID = "onceflow-wire-tests"
 LATEST = -1
+READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 
 # Newest versions the broker advertises; tests pin older ones explicitly when it matters.
 PRODUCE_VERSION = 9
@@ -190,21 +191,28 @@ class WireClient(KafkaConnection):
         assert answer.error_code == ErrorCode.none, answer
         return answer.offset
 
-    def fetch(self, topic: str, partition: int, offset: int, max_bytes: int = 2**20) -> Any:
-        """One Fetch that does not wait for data; returns the partition's PartitionData."""
-        response = self.request(self.fetch_request(topic, partition, offset, max_bytes))
+    def fetch(self, topic: str, partition: int, offset: int, **options: Any) -> Any:
+        """One Fetch that does not wait for data; returns the partition's PartitionData.
+        ``options``: those of ``fetch_request``."""
+        response = self.request(self.fetch_request(topic, partition, offset, **options))
         (data,) = response.responses[0].partitions
         return data
 
     @staticmethod
-    def fetch_request(topic: str, partition: int, offset: int, max_bytes: int = 2**20) -> Any:
+    def fetch_request(
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int = 2**20,
+        isolation_level: int = READ_UNCOMMITTED,
+    ) -> Any:
         m = request_module(1, FETCH_VERSION)
         return build(
             m.FetchRequest,
             max_wait=datetime.timedelta(0),
             min_bytes=1,
             max_bytes=max_bytes,
-            isolation_level=0,
+            isolation_level=isolation_level,
             topics=(
                 build(
                     m.FetchTopic,

@@ -26,6 +26,7 @@ from typing import Any
 from onceflow.broker.apis import API_TABLE
 from onceflow.broker.config import BrokerConfig, FlushPolicy
 from onceflow.broker.connection import enter_connection
+from onceflow.broker.fetch_waiters import FetchWaiters
 from onceflow.broker.groups import GroupCoordinator
 from onceflow.broker.limits import ConnectionLimits, InFlight
 from onceflow.broker.log.disk import StorageOffline
@@ -74,7 +75,7 @@ class Broker:
         self.listeners: list[Listener] = list(config.effective_listeners())
         self.security = Security(config)
         self._lock_fd: int | None = None
-        self._data_event = asyncio.Event()
+        self.fetch_waiters = FetchWaiters()
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.metrics = BrokerMetrics(self) if config.metrics_port is not None else None
         self.flusher = GroupFlusher(self.metrics.observe_flush_round if self.metrics else None)
@@ -203,7 +204,9 @@ class Broker:
             ) from exc
         try:
             self.topics = TopicRegistry(
-                data_dir, LogConfig(segment_bytes=self.config.segment_bytes), self.notify_data
+                data_dir,
+                LogConfig(segment_bytes=self.config.segment_bytes),
+                self.fetch_waiters.notify,
             )
             self.producer_ids = ProducerIdAllocator(data_dir / "producer-ids.json")
             self.groups = GroupCoordinator.open(self)
@@ -234,6 +237,8 @@ class Broker:
                 await server.wait_closed()
             self._servers = []
         await self.maintenance.stop()
+        if hasattr(self, "transactions"):
+            await self.transactions.drain()
         await self.flusher.drain()
         self._close_storage()
 
@@ -264,15 +269,6 @@ class Broker:
         await self.stop()
 
     # -- shared services for handlers -------------------------------------------
-
-    def notify_data(self) -> None:
-        """Wake fetches waiting for data (called when a high watermark moves)."""
-        self._data_event.set()
-        self._data_event = asyncio.Event()
-
-    async def wait_for_data(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._data_event.wait(), timeout)
 
     @property
     def storage_error(self) -> StorageOffline | None:

@@ -69,7 +69,7 @@ class TopicRegistry:
         self,
         data_dir: Path,
         log_config: LogConfig,
-        on_visible: Callable[[], None],
+        on_visible: Callable[[PartitionLog], None],
         configs: TopicConfigs | None = None,
     ) -> None:
         self._data_dir = data_dir

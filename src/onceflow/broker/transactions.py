@@ -2,13 +2,19 @@
 
 Every state change is written to a journal. Ending a transaction goes
 PREPARE_COMMIT/PREPARE_ABORT (durable) -> markers on every partition of the transaction
-(durable) -> pending group offsets materialised on commit -> COMPLETE_*. A new epoch
-(InitProducerId) is durable before it is handed out, since fencing must survive a crash.
+(durable) -> pending group offsets materialised on commit -> COMPLETE_*. As in Kafka's
+coordinator, EndTxn is answered once the PREPARE record is durable: the decision is then
+final (a restart completes a prepared transaction), and the markers are written and
+synced after the answer. Until they are, the transaction is prepared: its producer's
+next transactional request meets CONCURRENT_TRANSACTIONS (clients retry it), and each
+partition keeps its last stable offset below the transaction until its marker is durable.
+A new epoch (InitProducerId) is durable before it is handed out, since fencing must
+survive a crash.
 
-Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn) are answered
-once written, without waiting for an fsync: they only matter to a transaction that
-commits, and the fsync of its PREPARE_COMMIT record covers every earlier record of the
-sequential journal. (TxnOffsetCommit waits, as every offset commit does.) Unsynced
+Additions to an ongoing transaction (AddPartitionsToTxn, AddOffsetsToTxn, and the
+offsets TxnOffsetCommit stages) are answered once written, without waiting for an fsync:
+they only matter to a transaction that commits, and the fsync of its PREPARE_COMMIT
+record (which repeats them) is durable before the commit is answered. Unsynced
 records survive a crash of the broker process (the page cache keeps them), so after a
 restart on the same boot ongoing transactions resume as in Kafka: their producer may
 still commit them, or the timeout aborts them. After an operating-system crash (a new
@@ -60,9 +66,14 @@ PREPARED = (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT)
 class TxnError(Exception):
     """A transactional request that must be refused with ``code``."""
 
-    def __init__(self, code: ErrorCode, message: str = "") -> None:
+    def __init__(
+        self, code: ErrorCode, message: str = "", completing: asyncio.Future[None] | None = None
+    ) -> None:
         super().__init__(message or code.name)
         self.code = code
+        #: For CONCURRENT_TRANSACTIONS: the completion of the producer's previous
+        #: transaction, after which the request may succeed.
+        self.completing = completing
 
 
 @dataclasses.dataclass
@@ -154,6 +165,9 @@ class TransactionCoordinator:
         self.transactions: dict[str, Transaction] = {}
         self._by_producer: dict[int, Transaction] = {}
         self._expiry: asyncio.Task[None] | None = None
+        #: Transactions answered as ended whose markers are still being made durable,
+        #: by transactional id.
+        self._completing: dict[str, asyncio.Task[None]] = {}
         for raw in journal.replay():
             self._index(Transaction.from_json(raw))
 
@@ -174,9 +188,14 @@ class TransactionCoordinator:
                     txn.transactional_id,
                 )
                 self._bump_epoch(txn)
-                await self._prepare(txn, commit=False)
+                await self._prepare(txn, commit=False).completed
         await self._abort_hanging()
         self._expiry = asyncio.create_task(self._expire_forever())
+
+    async def drain(self) -> None:
+        """Wait for the transactions whose markers are being written (at shutdown)."""
+        while self._completing:
+            await asyncio.gather(*self._completing.values(), return_exceptions=True)
 
     def close(self, durably: bool = True) -> None:
         """Stop enforcing timeouts and compact the journal (at shutdown). When the data
@@ -233,7 +252,7 @@ class TransactionCoordinator:
             self._index(txn)
             return self._persist_then(txn, lambda: (txn.producer_id, txn.epoch))
         if txn.state in PREPARED:
-            raise TxnError(ErrorCode.concurrent_transactions)
+            raise self._concurrent(txn)
         if producer_id != -1:
             # KIP-360: a producer re-initialising with its own id and epoch keeps its id.
             if producer_id != txn.producer_id:
@@ -242,7 +261,9 @@ class TransactionCoordinator:
                 raise TxnError(ErrorCode.producer_fenced)
         self._bump_epoch(txn)
         # The previous incarnation's transaction can never finish: abort it.
-        aborting = self._prepare(txn, commit=False) if txn.state is TxnState.ONGOING else None
+        aborting = None
+        if txn.state is TxnState.ONGOING:
+            aborting = self._prepare(txn, commit=False).completed
         return self._reinit(txn, timeout_ms, aborting)
 
     async def _reinit(
@@ -280,7 +301,7 @@ class TransactionCoordinator:
         if epoch != txn.epoch:
             raise TxnError(ErrorCode.producer_fenced)
         if txn.state in PREPARED:
-            raise TxnError(ErrorCode.concurrent_transactions)
+            raise self._concurrent(txn)
         return txn
 
     def _begin(self, txn: Transaction) -> None:
@@ -321,9 +342,8 @@ class TransactionCoordinator:
                 ErrorCode.invalid_txn_state, f"AddOffsetsToTxn for group {group_id!r} came first?"
             )
         txn.pending_offsets[group_id].update(offsets)
-        # Durable before it is answered, as every offset commit is: the client takes the
-        # answer for "these offsets are stored".
-        return self._persist_then(txn, lambda: None)
+        # Unlike a plain offset commit, nothing is stored until the transaction commits.
+        return self._written(txn)
 
     def pending_offsets(self, group_id: str) -> set[TopicPartition]:
         """Partitions of ``group_id`` with offsets staged by a transaction not yet ended."""
@@ -361,24 +381,46 @@ class TransactionCoordinator:
         if txn.state is wanted:
             return _done()  # a retry of an EndTxn that already completed
         if txn.state in PREPARED:
-            raise TxnError(ErrorCode.concurrent_transactions)
+            raise self._concurrent(txn)
         if txn.state is not TxnState.ONGOING:
             raise TxnError(
                 ErrorCode.invalid_txn_state,
                 f"cannot {'commit' if commit else 'abort'} in state {txn.state.value}",
             )
-        return self._prepare(txn, commit)
+        # Answered once the decision is durable; the markers follow in the background.
+        return _all([self._prepare(txn, commit).decided])
 
-    def _prepare(self, txn: Transaction, commit: bool) -> Awaitable[None]:
-        """Enter the prepared state now (concurrent requests see it at once); the
-        returned awaitable completes the transaction once the decision is durable."""
+    def _prepare(self, txn: Transaction, commit: bool) -> _Ending:
+        """Enter the prepared state now (concurrent requests see it at once) and
+        complete the transaction in the background once the decision is durable."""
         txn.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         decided = self._journal.append(txn.to_json())
-        return self._complete_after(decided, txn)
+        completed = asyncio.ensure_future(self._complete_after(decided, txn))
+        self._completing[txn.transactional_id] = completed
+        completed.add_done_callback(lambda task: self._completion_done(txn, task))
+        return _Ending(decided, completed)
 
     async def _complete_after(self, decided: Awaitable[None] | None, txn: Transaction) -> None:
         await _all([decided])
         await self._complete(txn)
+
+    def _concurrent(self, txn: Transaction) -> TxnError:
+        """CONCURRENT_TRANSACTIONS for a request that meets ``txn`` prepared."""
+        return TxnError(
+            ErrorCode.concurrent_transactions,
+            completing=self._completing.get(txn.transactional_id),
+        )
+
+    def _completion_done(self, txn: Transaction, task: asyncio.Task[None]) -> None:
+        if self._completing.get(txn.transactional_id) is task:
+            del self._completing[txn.transactional_id]
+        if task.cancelled():
+            return
+        exc = task.exception()
+        # A storage failure is logged once by the flusher; the prepared state stays in
+        # the journal and the next start completes it.
+        if exc is not None and not isinstance(exc, OSError):
+            log.error("completing a transaction failed", exc_info=exc)
 
     async def _complete(self, txn: Transaction) -> None:
         """Write the markers of a prepared transaction and record its completion."""
@@ -397,9 +439,11 @@ class TransactionCoordinator:
         txn.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
         txn.partitions.clear()
         txn.pending_offsets.clear()
-        # Not awaited: a crash before this is durable replays the prepared state, and
-        # completing it again is harmless (markers are only written where still open).
-        self._journal.append(txn.to_json())
+        # Synced by the next flush round, whatever starts it: a crash before replays the
+        # prepared state, and completing it again is harmless (markers are only written
+        # where still open).
+        self._journal.append(txn.to_json(), durable=False)
+        self._broker.flusher.piggyback(self._journal)
         self._maybe_compact()
 
     # -- timeouts --------------------------------------------------------------
@@ -414,7 +458,7 @@ class TransactionCoordinator:
                     # Fence the silent producer: its epoch can no longer write or commit.
                     self._bump_epoch(txn)
                     try:
-                        await self._prepare(txn, commit=False)
+                        await self._prepare(txn, commit=False).completed
                     except OSError:
                         return  # the data dir is offline: logged once by the flusher
                     except Exception:
@@ -423,7 +467,7 @@ class TransactionCoordinator:
     # -- persistence -----------------------------------------------------------
 
     def _written(self, txn: Transaction) -> Awaitable[None]:
-        """Journal an addition to an ongoing transaction without waiting for its fsync
+        """Journal a change to an ongoing transaction without waiting for its fsync
         (see the module docstring for why that is safe)."""
         self._journal.append(txn.to_json(), durable=False)
         return _done()
@@ -438,6 +482,15 @@ class TransactionCoordinator:
 
     def describe(self) -> Iterable[Transaction]:
         return self.transactions.values()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ending:
+    """A transaction being ended: ``decided`` completes once its PREPARE record is
+    durable (None: durable at once), ``completed`` once its markers are."""
+
+    decided: Awaitable[None] | None
+    completed: asyncio.Task[None]
 
 
 async def _all(waits: list[Awaitable[None] | None]) -> None:

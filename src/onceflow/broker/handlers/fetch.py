@@ -24,11 +24,17 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
 async def _long_poll(broker: Any, request: Any) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait.total_seconds()
+    # Woken only by these partitions' new data (an unknown one answers at once anyway).
+    partitions = [
+        broker.topics.partition(wanted.topic, asked.partition)
+        for wanted in request.topics
+        for asked in wanted.partitions
+    ]
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
             return _collect(broker, request)[0]
-        await broker.wait_for_data(remaining)
+        await broker.fetch_waiters.wait([p for p in partitions if p is not None], remaining)
         response, size = _collect(broker, request)
         if size >= request.min_bytes or size < 0:
             return response

@@ -6,12 +6,12 @@ which holds all of the protocol's logic.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.connection import current_client
+from onceflow.broker.durable import then
 from onceflow.broker.groups import GroupCoordinator, JoinResult, SyncResult
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
@@ -30,17 +30,6 @@ NO_AUTHORIZED_OPERATIONS = -(2**31)
 
 def _coordinator(broker: Any) -> GroupCoordinator:
     return broker.groups
-
-
-def _then(outcome: Any, respond: Callable[[Any], Any]) -> Any:
-    """``respond(outcome)`` now, or once ``outcome`` (an awaitable) resolves."""
-    if not isinstance(outcome, Awaitable):
-        return respond(outcome)
-
-    async def later() -> Any:
-        return respond(await outcome)
-
-    return later()
 
 
 def _client_host() -> str:
@@ -100,7 +89,7 @@ def join_group(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
-    return _then(outcome, respond)
+    return then(outcome, respond)
 
 
 def sync_group(broker: Any, header: Any, request: Any) -> Any:
@@ -129,7 +118,7 @@ def sync_group(broker: Any, header: Any, request: Any) -> Any:
             assignment=result.assignment,
         )
 
-    return _then(outcome, respond)
+    return then(outcome, respond)
 
 
 def heartbeat(broker: Any, header: Any, request: Any) -> Any:

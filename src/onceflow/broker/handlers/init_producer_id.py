@@ -7,8 +7,14 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.handlers.transactions import client_error
-from onceflow.broker.log.disk import StorageOffline
+from onceflow.broker.durable import when_settled
+from onceflow.broker.handlers.transactions import (
+    COORDINATOR_FAILURES,
+    DONE,
+    call_coordinator,
+    client_error,
+    coordinator_error,
+)
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.transactions import TxnError
@@ -38,25 +44,24 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
         known_id = getattr(request, "producer_id", -1)
         known_epoch = getattr(request, "producer_epoch", -1)
         try:
-            pending = broker.transactions.init_producer_id(
-                request.transactional_id,
-                int(request.transaction_timeout.total_seconds() * 1000),
-                known_id,
-                known_epoch,
+            pending = call_coordinator(
+                lambda: broker.transactions.init_producer_id(
+                    request.transactional_id,
+                    int(request.transaction_timeout.total_seconds() * 1000),
+                    known_id,
+                    known_epoch,
+                )
             )
         except TxnError as exc:
             return answer(exc.code)
 
-        async def finish() -> Any:
-            try:
-                producer_id, epoch = await pending
-            except TxnError as exc:
-                return answer(exc.code)
-            except StorageOffline:
-                return answer(ErrorCode.coordinator_not_available)
-            return answer(ErrorCode.none, producer_id, epoch)
+        def settled(outcomes: dict[str, Any]) -> Any:
+            outcome = outcomes[DONE]
+            if isinstance(outcome, BaseException):
+                return answer(coordinator_error(outcome))
+            return answer(ErrorCode.none, *outcome)
 
-        return finish()
+        return when_settled({DONE: pending}, settled, COORDINATOR_FAILURES)
     if not _may_write_idempotently(broker):
         return answer(ErrorCode.cluster_authorization_failed)
     # As Kafka: without a transactional id, every request gets a fresh producer id, even

@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
 from onceflow.broker.offsets import CommittedOffset, TopicPartition
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
@@ -14,6 +15,8 @@ OFFSET_COMMIT = 8
 OFFSET_FETCH = 9
 # OffsetFetch v1 has no top-level error code and cannot ask for "all topics".
 _FETCH_ALL_SINCE = 2
+# The key of the offsets journal's flush among the waits of a request.
+FLUSHED = "flushed"
 
 
 def _by_topic(items: dict[TopicPartition, Any]) -> dict[str, list[tuple[int, Any]]]:
@@ -61,7 +64,12 @@ def offset_commit(broker: Any, header: Any, request: Any) -> Any:
         errors, flushed = {}, None
     errors.update(refused)
 
-    def respond() -> Any:
+    def respond(settled: dict[str, Any]) -> Any:
+        if isinstance(settled.get(FLUSHED), OSError):
+            # Not durable: the client must retry (a retriable coordinator error).
+            for tp, error in errors.items():
+                if error is ErrorCode.none:
+                    errors[tp] = ErrorCode.coordinator_not_available
         return build(
             m.OffsetCommitResponse,
             throttle_time=NO_THROTTLE,
@@ -78,20 +86,7 @@ def offset_commit(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
-    if flushed is None:
-        return respond()
-
-    async def after_flush() -> Any:
-        try:
-            await flushed
-        except OSError:
-            # Not durable: the client must retry (a retriable coordinator error).
-            for tp, error in errors.items():
-                if error is ErrorCode.none:
-                    errors[tp] = ErrorCode.coordinator_not_available
-        return respond()
-
-    return after_flush()
+    return when_settled({FLUSHED: flushed}, respond)
 
 
 def offset_fetch(broker: Any, header: Any, request: Any) -> Any:
@@ -153,17 +148,12 @@ def offset_fetch(broker: Any, header: Any, request: Any) -> Any:
 
     if broker.storage_error is not None:
         return respond(ErrorCode.coordinator_not_available)
-    if flushed is None:
-        return respond(ErrorCode.none)
 
-    async def after_flush() -> Any:
-        try:
-            await flushed
-        except OSError:
-            return respond(ErrorCode.coordinator_not_available)
-        return respond(ErrorCode.none)
+    def respond_settled(settled: dict[str, Any]) -> Any:
+        failed = isinstance(settled.get(FLUSHED), OSError)
+        return respond(ErrorCode.coordinator_not_available if failed else ErrorCode.none)
 
-    return after_flush()
+    return when_settled({FLUSHED: flushed}, respond_settled)
 
 
 def _fetch_refused(m: Any, request: Any, wanted: list[TopicPartition]) -> Any:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from collections.abc import Awaitable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.records import (
     ATTRIBUTES_OFFSET,
@@ -91,7 +91,11 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     if acks == 0:
         return None
 
-    def respond() -> Any:
+    def respond(settled: dict[int, Any]) -> Any:
+        for slot, result in settled.items():
+            if isinstance(result, BaseException):
+                outcomes[slot][2] = ErrorCode.kafka_storage_error
+                outcomes[slot][5] = f"flush failed: {result}"
         by_topic: dict[str, list[Any]] = {}
         for name, index, error, base, start, message, append_time, refused in outcomes:
             by_topic.setdefault(name, []).append(
@@ -124,18 +128,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
-    if not waits:
-        return respond()
-
-    async def after_flush() -> Any:
-        results = await asyncio.gather(*waits.values(), return_exceptions=True)
-        for slot, result in zip(waits, results, strict=True):
-            if isinstance(result, BaseException):
-                outcomes[slot][2] = ErrorCode.kafka_storage_error
-                outcomes[slot][5] = f"flush failed: {result}"
-        return respond()
-
-    return after_flush()
+    return when_settled(waits, respond)
 
 
 def _refusal(broker: Any, transactional_id: str | None) -> ErrorCode | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
 from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
@@ -24,6 +26,49 @@ def client_error(code: ErrorCode, version: int, fenced_since: int) -> ErrorCode:
     return code
 
 
+#: How a coordinator call's awaitable fails; see ``coordinator_error``.
+COORDINATOR_FAILURES = (TxnError, StorageOffline)
+#: The key of a coordinator call's awaitable among a request's waits.
+DONE = "done"
+
+
+def coordinator_error(exc: BaseException) -> ErrorCode:
+    """The answer to a coordinator call that failed with one of COORDINATOR_FAILURES."""
+    if isinstance(exc, TxnError):
+        return exc.code
+    # Not durable, so not done: a retriable error sends the client back to
+    # FindCoordinator, which it retries until the broker is restarted.
+    return ErrorCode.coordinator_not_available
+
+
+# How long a request that meets the producer's previous transaction still completing
+# (its markers being made durable: one fsync round, usually) waits for it before it is
+# answered CONCURRENT_TRANSACTIONS. Clients back off before retrying that (librdkafka
+# for retry.backoff.ms, 100 ms), which would cost far more than the round.
+COMPLETION_WAIT_SECONDS = 0.1
+
+
+def call_coordinator(start: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+    """``start()``; when it meets the previous transaction completing, an awaitable that
+    waits for that briefly and calls ``start()`` again. Raises TxnError for a refusal."""
+    try:
+        return start()
+    except TxnError as exc:
+        if exc.completing is None:
+            raise
+        return _after_completion(exc.completing, start, exc)
+
+
+async def _after_completion(
+    completing: asyncio.Future[None], start: Callable[[], Awaitable[Any]], refusal: TxnError
+) -> Any:
+    try:
+        await asyncio.wait_for(asyncio.shield(completing), COMPLETION_WAIT_SECONDS)
+    except TimeoutError:
+        raise refusal from None
+    return await start()
+
+
 def answer_after(
     start: Callable[[], Awaitable[Any]],
     respond: Callable[[ErrorCode], Any],
@@ -33,22 +78,17 @@ def answer_after(
     """Run a coordinator call: its synchronous refusal or its durable completion becomes
     the response (the error code is translated for the request's version)."""
     try:
-        pending = start()
+        pending = call_coordinator(start)
     except TxnError as exc:
         return respond(client_error(exc.code, version, fenced_since))
 
-    async def finish() -> Any:
-        try:
-            await pending
-        except TxnError as exc:
-            return respond(client_error(exc.code, version, fenced_since))
-        except StorageOffline:
-            # Not durable, so not done: a retriable error sends the client back to
-            # FindCoordinator, which it retries until the broker is restarted.
-            return respond(ErrorCode.coordinator_not_available)
+    def settled(outcomes: dict[str, Any]) -> Any:
+        outcome = outcomes.get(DONE)
+        if isinstance(outcome, BaseException):
+            return respond(client_error(coordinator_error(outcome), version, fenced_since))
         return respond(ErrorCode.none)
 
-    return finish()
+    return when_settled({DONE: pending}, settled, COORDINATOR_FAILURES)
 
 
 def handle_add_partitions(broker: Any, header: Any, request: Any) -> Any:

@@ -10,7 +10,6 @@ transaction is left alone (its timeout still ends the transaction there).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import re
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
 from onceflow.broker.log.partition import PartitionLog
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
@@ -193,7 +193,9 @@ def write_txn_markers(broker: Any, header: Any, request: Any) -> Any:
     m = response_module(WRITE_TXN_MARKERS, request.__version__)
     # (producer id, [(topic, [[partition, error]]))]) in request order.
     results: list[tuple[int, list[tuple[str, list[list[Any]]]]]] = []
-    waits: list[tuple[list[Any], Awaitable[None]]] = []
+    # The outcomes that wait for their marker to be durable, and their waits by index.
+    waiting: list[list[Any]] = []
+    waits: dict[int, Awaitable[None] | None] = {}
     # Only brokers (and super users) write markers: CLUSTER_ACTION on the cluster.
     permitted = allowed(broker, Operation.CLUSTER_ACTION, ResourceType.CLUSTER)
     for marker in request.markers:
@@ -210,11 +212,14 @@ def write_txn_markers(broker: Any, header: Any, request: Any) -> Any:
                 )
                 outcome = [index, error]
                 outcomes.append(outcome)
-                wait = broker.make_durable(written) if written is not None else None
-                if wait is not None:
-                    waits.append((outcome, wait))
+                if written is not None:
+                    waits[len(waiting)] = broker.make_durable(written)
+                    waiting.append(outcome)
 
-    def respond() -> Any:
+    def respond(settled: dict[int, Any]) -> Any:
+        for slot, result in settled.items():
+            if isinstance(result, BaseException):
+                waiting[slot][1] = ErrorCode.kafka_storage_error
         return build(
             m.WriteTxnMarkersResponse,
             markers=tuple(
@@ -241,17 +246,7 @@ def write_txn_markers(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
-    if not waits:
-        return respond()
-
-    async def after_flush() -> Any:
-        done = await asyncio.gather(*(w for _, w in waits), return_exceptions=True)
-        for (outcome, _), result in zip(waits, done, strict=True):
-            if isinstance(result, BaseException):
-                outcome[1] = ErrorCode.kafka_storage_error
-        return respond()
-
-    return after_flush()
+    return when_settled(waits, respond)
 
 
 def _write_marker(

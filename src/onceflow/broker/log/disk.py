@@ -7,7 +7,8 @@ may set ``ONCEFLOW_DISK_FAULTS`` to a JSON object (never set it otherwise) with 
 - ``"fsync_fail_while": FILE`` -- while FILE exists, syncing a file whose path contains
   ``"paths"`` (default: every path) raises EIO, as a failing disk does;
 - ``"write_fail_while": FILE`` -- the same for log writes, raising ENOSPC (disk full);
-- ``"fsync_block_while": FILE`` -- syncs wait while FILE exists (a gate the test opens);
+- ``"fsync_block_while": FILE`` -- syncs of the same ``"paths"`` wait while FILE exists
+  (a gate the test opens);
 - ``"fsync_record": FILE`` -- after each successful sync, append one JSON line to FILE:
   ``{"ino", "size"}`` for a file (its size before the sync: what is surely on disk),
   ``{"dir", "entries": {name: ino}}`` for a directory, so that a test can rebuild the
@@ -70,9 +71,10 @@ def _before_sync(fd: int) -> dict[str, Any]:
     before it: anything written meanwhile may or may not be covered)."""
     assert _FAULTS is not None
     gate = _FAULTS.fsync_block_while
-    deadline = time.monotonic() + _GATE_LIMIT_SECONDS
-    while gate is not None and os.path.exists(gate) and time.monotonic() < deadline:
-        time.sleep(_GATE_POLL_SECONDS)
+    if gate is not None and _FAULTS.paths in _path_of(fd):
+        deadline = time.monotonic() + _GATE_LIMIT_SECONDS
+        while os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(_GATE_POLL_SECONDS)
     _inject(fd, _FAULTS.fsync_fail_while, errno.EIO)
     if _FAULTS.fsync_record is None:
         return {}

@@ -67,6 +67,12 @@ class GroupFlusher:
             self._running = asyncio.create_task(self._run_rounds())
         return waiter
 
+    def piggyback(self, target: Flushable) -> None:
+        """Have the next round (whatever starts it) sync ``target`` too, without
+        starting one or waiting for it."""
+        if self.failure is None:
+            self._dirty[target] = None
+
     async def _run_rounds(self) -> None:
         try:
             while self._waiters:

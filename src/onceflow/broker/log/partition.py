@@ -8,6 +8,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from kio.schema.errors import ErrorCode
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 _PATCHED_PREFIX = struct.Struct(">qii")
 SNAPSHOT_FILE = "producers.snapshot"
+# Snapshots taken at a roll are written (fsync, rename, directory fsync) off the event
+# loop, one at a time so that an older one never replaces a newer one.
+_SNAPSHOT_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onceflow-snapshot")
 LOG_START_FILE = "log-start-offset"
 
 
@@ -73,7 +77,7 @@ class PartitionLog:
         self,
         directory: Path,
         config: LogConfig,
-        on_visible: Callable[[], None] = lambda: None,
+        on_visible: Callable[[PartitionLog], None] = lambda partition: None,
     ) -> None:
         self.directory = directory
         self.config = config
@@ -86,6 +90,9 @@ class PartitionLog:
         self.producers = ProducerStates()
         #: producer id -> first offset of its open transaction on this partition.
         self.ongoing: dict[int, int] = {}
+        #: (marker offset, first offset) of transactions ended here whose marker is
+        #: not durable yet: read_committed must not pass them before it is.
+        self._ending: list[tuple[int, int]] = []
         self.aborted = AbortedIndex(directory / "aborted.index")
         self.high_watermark = 0
         #: Files written since the last fsync round (segments, the aborted index).
@@ -94,6 +101,9 @@ class PartitionLog:
         #: Raised by DeleteRecords past the first segment's base (durable checkpoint).
         self._log_start = 0
         self._active_since = time.monotonic()
+        #: The producer snapshot of the last roll, being written off the loop.
+        self._snapshot_write: Future[None] | None = None
+        self._snapshot_failure: BaseException | None = None
         #: Set while the cleaner works on this partition: retention leaves it alone.
         self.cleaning = False
         #: Offsets below this were compacted by the last cleaner pass.
@@ -114,9 +124,13 @@ class PartitionLog:
     def last_stable_offset(self) -> int:
         """Where read_committed consumers stop: the first offset of the earliest open
         transaction, or the high watermark when none is open."""
-        if not self.ongoing:
+        if not self.ongoing and not self._ending:
             return self.high_watermark
-        return min(self.high_watermark, min(self.ongoing.values()))
+        return min(
+            self.high_watermark,
+            *self.ongoing.values(),
+            *(first for _, first in self._ending),
+        )
 
     @property
     def active(self) -> Segment:
@@ -182,15 +196,28 @@ class PartitionLog:
                 else:
                     self._apply_data(header)
 
+    def _producer_snapshot(self) -> dict[str, object]:
+        return {
+            "offset": self.log_end_offset,
+            "producers": self.producers.to_json(),
+            "ongoing": {str(pid): first for pid, first in self.ongoing.items()},
+        }
+
     def write_producer_snapshot(self) -> None:
-        write_json_atomically(
-            self.directory / SNAPSHOT_FILE,
-            {
-                "offset": self.log_end_offset,
-                "producers": self.producers.to_json(),
-                "ongoing": {str(pid): first for pid, first in self.ongoing.items()},
-            },
-        )
+        # An older snapshot still being written must not land after this one.
+        self._settle_snapshot_write()
+        write_json_atomically(self.directory / SNAPSHOT_FILE, self._producer_snapshot())
+
+    def _snapshot_written(self, write: Future[None]) -> None:
+        # In the writer's thread: the loop sees the failure at its next roll.
+        if write.exception() is not None:
+            self._snapshot_failure = write.exception()
+
+    def _settle_snapshot_write(self) -> None:
+        """Wait for the roll's snapshot write, however it ends."""
+        if self._snapshot_write is not None:
+            wait([self._snapshot_write])
+            self._snapshot_write = None
 
     def _apply_data(self, header: BatchHeader) -> None:
         if header.is_idempotent:
@@ -201,6 +228,8 @@ class PartitionLog:
     def _apply_marker(self, header: BatchHeader, abort: bool, recovering: bool = False) -> None:
         self.producers.bump_epoch(header.producer_id, header.producer_epoch)
         first = self.ongoing.pop(header.producer_id, None)
+        if first is not None and not recovering and header.base_offset >= self.high_watermark:
+            self._ending.append((header.base_offset, first))
         if abort and first is not None:
             entry = AbortedTxn(header.producer_id, first, header.base_offset)
             if not (recovering and self.aborted.contains(entry)):
@@ -274,8 +303,18 @@ class PartitionLog:
         return header
 
     def roll(self) -> None:
-        """Close the active segment and start a new one at the log end."""
-        self.write_producer_snapshot()
+        """Close the active segment and start a new one at the log end.
+
+        The producer snapshot (what recovery replays from) is written in the
+        background: until it lands, recovery replays from the previous one, which
+        covers the same state from further back. A failed write surfaces at the next
+        roll (an OSError, which takes the data dir offline like a failed append)."""
+        if self._snapshot_failure is not None:
+            raise self._snapshot_failure
+        self._snapshot_write = _SNAPSHOT_WRITER.submit(
+            write_json_atomically, self.directory / SNAPSHOT_FILE, self._producer_snapshot()
+        )
+        self._snapshot_write.add_done_callback(self._snapshot_written)
         self._add_segment(self.log_end_offset)
         self._active_since = time.monotonic()
 
@@ -317,7 +356,9 @@ class PartitionLog:
         """Make everything below ``offset`` visible to consumers."""
         if offset > self.high_watermark:
             self.high_watermark = offset
-            self._on_visible()
+            if self._ending:
+                self._ending = [(end, first) for end, first in self._ending if end >= offset]
+            self._on_visible(self)
 
     # -- reading ---------------------------------------------------------------
 
@@ -383,14 +424,20 @@ class PartitionLog:
         return None
 
     def max_timestamp_offset(self) -> tuple[int, int] | None:
-        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
+        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3).
+
+        From each segment's maximum and its time index: a scan of one index interval per
+        segment, not of every batch header."""
         best: BatchHeader | None = None
         for segment in self.segments:
-            for _, header in segment.headers():
-                if header.base_offset >= self.high_watermark:
-                    break
-                if best is None or header.max_timestamp > best.max_timestamp:
-                    best = header
+            if segment.base_offset >= self.high_watermark:
+                break
+            header = segment.locate_timestamp(segment.max_timestamp)
+            if header is not None and header.base_offset >= self.high_watermark:
+                # The segment's maximum is not visible yet (rare: the active segment).
+                header = _max_batch_below(segment, self.high_watermark)
+            if header is not None and (best is None or header.max_timestamp > best.max_timestamp):
+                best = header
         if best is None:
             return None
         position = self._find(best.base_offset)
@@ -408,6 +455,7 @@ class PartitionLog:
 
     def discard(self) -> None:
         """Close every file without writing anything (the partition is being deleted)."""
+        self._settle_snapshot_write()  # the partition's files are going away
         for segment in self.segments:
             segment.close()
         self.aborted.close()
@@ -431,3 +479,14 @@ def _require_keys(records: bytes, header: BatchHeader, partition: str) -> None:
                 f"Compacted topic cannot accept message without key in topic partition {partition}",
                 record_index=index,
             )
+
+
+def _max_batch_below(segment: Segment, upper: int) -> BatchHeader | None:
+    """The first batch of ``segment`` below offset ``upper`` with the largest timestamp."""
+    best: BatchHeader | None = None
+    for _, header in segment.headers():
+        if header.base_offset >= upper:
+            break
+        if best is None or header.max_timestamp > best.max_timestamp:
+            best = header
+    return best

@@ -43,10 +43,10 @@ class Segment:
         self.index_path = stem.with_suffix(".index")
         created = not self.log_path.exists()
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
-        if created:
-            # Without its directory entry on disk, a new segment's fsynced data would
-            # still vanish with a power loss.
-            disk.fsync_directory(directory)
+        # Without its directory entry on disk, a new segment's fsynced data would still
+        # vanish with a power loss: the first fsync syncs the directory too (in the
+        # flush round's thread, not on the event loop of the produce that rolled).
+        self._entry_unsynced = created
         self.index_fd = os.open(self.index_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
         self.next_offset = base_offset
@@ -190,6 +190,9 @@ class Segment:
     # -- lifecycle -------------------------------------------------------------
 
     def fsync(self) -> None:
+        if self._entry_unsynced:
+            disk.fsync_directory(self.log_path.parent)
+            self._entry_unsynced = False
         disk.fdatasync(self.fd)
 
     def close(self) -> None:

@@ -1,0 +1,92 @@
+"""EndTxn is answered once the decision is durable; the markers follow. While they are
+not durable, read_committed stops before the transaction and the producer's next
+transactional request meets CONCURRENT_TRANSACTIONS. Marker durability is held back by
+the disk fault point (ONCEFLOW_DISK_FAULTS fsync_block_while, for the partition only)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kio.schema.errors import ErrorCode
+from txn_wire import TxnProducer
+from wire import READ_COMMITTED, WireClient, decode_batches
+
+from onceflow.broker.log.disk import FAULTS_ENV
+from onceflow.testing import BrokerProcess
+
+TOPIC = "held"
+CONTROL_ATTRIBUTE = 0x20
+# Bounds the wait for the markers' round once the gate opens.
+SETTLE_SECONDS = 30.0
+
+
+def committed_view(client: WireClient) -> tuple[list[bytes], int, int]:
+    """(values a read_committed consumer takes from one fetch, its LSO, the high
+    watermark): data batches, without those of the aborted transactions it lists."""
+    data = client.fetch(TOPIC, 0, 0, isolation_level=READ_COMMITTED)
+    assert data.error_code == ErrorCode.none, data
+    aborted = {txn.producer_id for txn in data.aborted_transactions or ()}
+    values = [
+        record.value
+        for batch in decode_batches(data.records or b"")
+        if not batch.attributes & CONTROL_ATTRIBUTE and batch.producer_id not in aborted
+        for record in batch.records
+    ]
+    return values, data.last_stable_offset, data.high_watermark
+
+
+def wait_for_markers(client: WireClient, high_watermark: int) -> tuple[list[bytes], int, int]:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        view = committed_view(client)
+        if view[2] >= high_watermark:
+            return view
+    raise AssertionError(f"markers not durable within {SETTLE_SECONDS}s")
+
+
+def next_transaction_starts(producer: TxnProducer) -> list[ErrorCode]:
+    """AddPartitionsToTxn of the producer's next transaction, retried (as clients do)
+    while the coordinator answers CONCURRENT_TRANSACTIONS."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        errors = producer.try_add_partitions([(TOPIC, 0)])
+        if errors != [ErrorCode.concurrent_transactions]:
+            return errors
+    raise AssertionError("the transaction never completed")
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "abort"])
+def test_end_txn_answers_before_markers_and_read_committed_waits_for_them(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path, commit: bool
+) -> None:
+    gate = tmp_path / "marker-gate"
+    faults = {"fsync_block_while": str(gate), "paths": f"/{TOPIC}-0/"}
+    broker = onceflow_broker_process_factory(
+        env={FAULTS_ENV: json.dumps(faults)}, data_dir=tmp_path / "data"
+    )
+    with WireClient.connect(broker.bootstrap) as client:
+        client.ensure_topic(TOPIC)
+        producer = TxnProducer(broker.bootstrap, "held-txn")
+        producer.add_partitions([(TOPIC, 0)])
+        assert producer.produce(TOPIC, 0, [b"a", b"b"]) == 0
+
+        gate.touch()  # from here the partition's files are not synced
+        # Answered although the markers cannot be durable: only the PREPARE record is.
+        assert producer.end_txn(commit) == ErrorCode.none
+        values, stable, high = committed_view(client)
+        assert (values, stable, high) == ([], 0, 2)
+        # The transaction is not complete: its producer must wait (clients retry).
+        assert producer.try_add_partitions([(TOPIC, 0)]) == [ErrorCode.concurrent_transactions]
+        assert producer.end_txn(commit) == ErrorCode.concurrent_transactions
+        assert committed_view(client) == ([], 0, 2)
+
+        gate.unlink()
+        values, stable, high = wait_for_markers(client, high_watermark=3)
+        assert values == ([b"a", b"b"] if commit else [])
+        assert stable == high == 3
+        assert next_transaction_starts(producer) == [ErrorCode.none]
+        producer.close()
