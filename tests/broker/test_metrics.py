@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,16 @@ RECORDS = CHUNKS * PER_CHUNK
 GROUP = "metrics-group"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_until(port: int, ready: Callable[[Samples], bool], timeout: float = 10.0) -> Samples:
+    """Scrape until ``ready`` holds (the last scrape when the deadline passes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(port)
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
 
 
 def scrape(port: int) -> Samples:
@@ -173,7 +183,8 @@ def test_metrics_follow_real_traffic(broker: BrokerThread) -> None:
     produce_in_txn(transactional, topic, 10)
     transactional.commit_transaction(TIMEOUT)
     committed_end = RECORDS + 10 + 1  # the records and the commit marker
-    samples = scrape(port)
+    # EndTxn is answered once the decision is durable; the marker lands right after.
+    samples = scrape_until(port, lambda s: value(s, lso, **part) == committed_end)
     assert value(samples, hw, **part) == committed_end
     assert value(samples, lso, **part) == committed_end
     assert value(samples, "onceflow_broker_open_transactions") == 0
@@ -187,8 +198,7 @@ def test_metrics_follow_real_traffic(broker: BrokerThread) -> None:
     assert value(samples, "onceflow_broker_oldest_transaction_age_seconds") > 0
 
     transactional.abort_transaction(TIMEOUT)
-    samples = scrape(port)
-    assert value(samples, "onceflow_broker_open_transactions") == 0
+    samples = scrape_until(port, lambda s: value(s, "onceflow_broker_open_transactions") == 0)
     assert value(samples, "onceflow_broker_oldest_transaction_age_seconds") == 0
     assert value(samples, hw, **part) == committed_end + 5 + 1
     assert value(samples, lso, **part) == committed_end + 5 + 1
