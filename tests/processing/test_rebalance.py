@@ -240,8 +240,13 @@ def test_cooperative_rebalances_with_three_members_joining_and_leaving(
     a starts, b joins, c joins, a leaves (SIGTERM: it finishes and leaves the group)."""
     db = postgres_server.new_database()
     run = setup_group(broker, names, guarantee, db, eos_sink)
-    # Idle long enough for a member to receive a leaving member's partitions.
-    pacing = [*PACING, "--commit-interval-ms", "300", "--cooperative", "--idle", "5"]
+    # Idle long enough for a member to receive a leaving member's partitions; slow
+    # enough work that a late joiner's two-step cooperative rebalance (seconds on a busy
+    # machine) still finds records left in the partitions it is given.
+    pacing = [
+        *PACING, "--work-ms", "30", "--commit-interval-ms", "300", "--cooperative",
+        "--idle", "5",
+    ]  # fmt: skip
     workers: list[subprocess.Popen[str]] = []
     try:
         for name, charged_before in (("a", 1), ("b", 120), ("c", 240)):

@@ -48,14 +48,14 @@ def test_a_new_fault_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(faults.registry, "FAULTS", dict(faults.FAULTS))
     faults.register(
         Fault(
-            "leader-kill", "kill a partition leader", "live",
+            "controller-kill", "kill the active controller", "live",
             requires=frozenset({Capability.CLIENTS, Capability.CLUSTER}),
             inject=lambda ctx: "killed",
         )
     )  # fmt: skip
     cluster = faults.Target("cluster", frozenset({Capability.CLIENTS, Capability.CLUSTER}))
-    assert "leader-kill" in [f.name for f in faults.registry.applicable(cluster)]
-    assert "leader-kill" not in [f.name for f in faults.registry.applicable(EMBEDDED)]
+    assert "controller-kill" in [f.name for f in faults.registry.applicable(cluster)]
+    assert "controller-kill" not in [f.name for f in faults.registry.applicable(EMBEDDED)]
 
 
 def test_without_faults_each_applicable_fault_gets_its_own_run() -> None:
