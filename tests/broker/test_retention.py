@@ -3,6 +3,7 @@ broker process whose retention check runs every 100 ms."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -39,7 +40,13 @@ def _records(count: int, timestamp: int, tag: str) -> list[Rec]:
 
 
 def _log_bytes(broker: BrokerProcess, topic: str) -> int:
-    return sum(p.stat().st_size for p in (broker.data_dir / f"{topic}-0").glob("*.log"))
+    """Bytes in the partition's segment files; one deleted while we look counts as 0."""
+    total = 0
+    for path in (broker.data_dir / f"{topic}-0").glob("*.log"):
+        # Retention may remove it between the listing and the stat.
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
 
 
 def _consume_group(bootstrap: str, topic: str, group: str, until_offset: int) -> list[int]:

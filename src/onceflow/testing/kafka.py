@@ -451,8 +451,8 @@ class KafkaCluster:
         with self.connect(via) as connection:
             return connection.request(request)
 
-    def partition_metadata(self, topic: str, partition: int) -> Any:
-        for answer in self.metadata([topic]).topics:
+    def partition_metadata(self, topic: str, partition: int, via: KafkaNode | None = None) -> Any:
+        for answer in self.metadata([topic], via=via).topics:
             for entry in answer.partitions:
                 if entry.partition_index == partition:
                     return entry
@@ -465,9 +465,10 @@ class KafkaCluster:
             raise LookupError(f"{topic}[{partition}] has no leader")
         return self.node(leader_id)
 
-    def isr(self, topic: str, partition: int = 0) -> set[int]:
-        """Node ids in the partition's in-sync replica set."""
-        return {int(n) for n in self.partition_metadata(topic, partition).isr_nodes}
+    def isr(self, topic: str, partition: int = 0, via: KafkaNode | None = None) -> set[int]:
+        """Node ids in the partition's in-sync replica set, as ``via`` (default: the
+        first live node) knows it."""
+        return {int(n) for n in self.partition_metadata(topic, partition, via).isr_nodes}
 
     def followers(self, topic: str, partition: int = 0) -> list[KafkaNode]:
         entry = self.partition_metadata(topic, partition)
@@ -499,13 +500,22 @@ class KafkaCluster:
         return self.node(found.node_id)
 
     def wait_for_isr(
-        self, topic: str, partition: int, size: int, timeout: float = 60.0, *, exact: bool = True
+        self,
+        topic: str,
+        partition: int,
+        size: int,
+        timeout: float = 60.0,
+        *,
+        exact: bool = True,
+        via: KafkaNode | None = None,
     ) -> set[int]:
-        """Until the partition's ISR has ``size`` members (at least ``size`` if not exact)."""
+        """Until the partition's ISR has ``size`` members (at least ``size`` if not exact)
+        in ``via``'s metadata. Ask the leader itself when what it does with the ISR
+        matters: other nodes may learn of a change before it applies it."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                isr = self.isr(topic, partition)
+                isr = self.isr(topic, partition, via)
             except KeyError:  # a new topic reaches every node's metadata a moment later
                 isr = set()
             if len(isr) == size or (not exact and len(isr) >= size):
