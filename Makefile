@@ -74,6 +74,7 @@ bench: $(STAMP) $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/transactional_throughput.py
 	$(PY) bench/pipeline_throughput.py
 	$(PY) bench/startup.py
+	$(PY) bench/roll_latency.py
 
 clean:
 	rm -rf $(VENV) $(QUIX_VENV) .kafka tests/java/target build dist src/*.egg-info
