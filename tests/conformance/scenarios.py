@@ -50,6 +50,20 @@ def retried_unstable(call: Callable[[], Any]) -> Any:
         time.sleep(0.05)
 
 
+def retried_concurrent(call: Callable[[], Any]) -> Any:
+    """AddPartitionsToTxn again while a partition answers CONCURRENT_TRANSACTIONS, as
+    Kafka does until the markers of the transaction before are written (bounded)."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        answer = call()
+        codes = {p.partition_error_code for t in answer.results_by_topic_v3_and_below
+                 for p in t.results_by_partition}  # fmt: skip
+        if ErrorCode.concurrent_transactions not in codes:
+            return answer
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.05)
+
+
 def _added(response: Any) -> Any:
     """An AddPartitionsToTxn response, after checking every partition was added."""
     for topic in response.results_by_topic_v3_and_below:
@@ -631,7 +645,7 @@ def txn_abort_then_commit(s: Session) -> None:
     _ok(s.produce_retried(topic, 0, txn_batch([b"dropped"], pid, epoch, 0), txn))
     s.record("abort", s.end_txn(txn, pid, epoch, commit=False))
     s.settle(topic)
-    s.record("add-again", s.add_partitions(txn, pid, epoch, topic, [0]))
+    s.record("add-again", retried_concurrent(lambda: s.add_partitions(txn, pid, epoch, topic, [0])))
     s.record("produce", s.produce_retried(topic, 0, txn_batch([b"kept"], pid, epoch, 1), txn))
     s.record("commit", s.end_txn(txn, pid, epoch, commit=True))
     s.settle(topic)
