@@ -18,6 +18,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from onceflow.varint import VarintError, read_uvarint
+
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _FIXED_SIZES = {
@@ -47,27 +49,16 @@ def check_body(frame: bytes, offset: int, schema: type) -> None:
         end = _scanner(schema)(frame, offset)
     except (struct.error, IndexError) as exc:
         raise BadFrame(f"request body ends early: {exc}") from exc
+    except VarintError as exc:
+        raise BadFrame(str(exc)) from exc
     if end > len(frame):
         raise BadFrame("request body ends early")
-
-
-def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 35:
-            raise BadFrame("unsigned varint longer than 5 bytes")
 
 
 def _count(buf: bytes, pos: int, flexible: bool) -> tuple[int, int]:
     """(element count or -1 for null, position after the count)."""
     if flexible:
-        raw, pos = _uvarint(buf, pos)
+        raw, pos = read_uvarint(buf, pos)
         count = raw - 1
     else:
         (count,) = _INT32.unpack_from(buf, pos)
@@ -112,10 +103,10 @@ def _array(item: Step, flexible: bool) -> Step:
 
 def _skip_tagged(buf: bytes, pos: int) -> int:
     # Tagged fields carry their own sizes; kio bounds their contents by them.
-    count, pos = _uvarint(buf, pos)
+    count, pos = read_uvarint(buf, pos)
     for _ in range(count):
-        _, pos = _uvarint(buf, pos)
-        size, pos = _uvarint(buf, pos)
+        _, pos = read_uvarint(buf, pos)
+        size, pos = read_uvarint(buf, pos)
         pos += size
     return pos
 

@@ -14,6 +14,8 @@ import cramjam
 import google_crc32c
 from kio.schema.errors import ErrorCode
 
+from onceflow.varint import VarintError, read_varlong
+
 HEADER_SIZE = 61
 # baseOffset (8) + length (4): the length field counts everything after it.
 LOG_OVERHEAD = 12
@@ -177,19 +179,6 @@ _DECOMPRESS = {
 }
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Zig-zag varint at ``pos``: (value, next position)."""
-    shift = 0
-    raw = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        raw |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (raw >> 1) ^ -(raw & 1), pos
-        shift += 7
-
-
 def first_record_at_or_after(
     batch: bytes, header: BatchHeader, timestamp: int
 ) -> tuple[int, int] | None:
@@ -254,11 +243,11 @@ def build_control_batch(
 def control_type(batch: bytes | memoryview, header: BatchHeader) -> int:
     """CONTROL_COMMIT or CONTROL_ABORT of a control batch (its first record's key)."""
     body = bytes(batch[HEADER_SIZE : header.size])
-    _, pos = _varint(body, 0)  # record length
+    _, pos = read_varlong(body, 0)  # record length
     pos += 1  # attributes
-    _, pos = _varint(body, pos)  # timestamp delta
-    _, pos = _varint(body, pos)  # offset delta
-    key_length, pos = _varint(body, pos)
+    _, pos = read_varlong(body, pos)  # timestamp delta
+    _, pos = read_varlong(body, pos)  # offset delta
+    key_length, pos = read_varlong(body, pos)
     if key_length < _CONTROL_KEY.size:
         raise InvalidBatch(ErrorCode.corrupt_message, "control record key is too short")
     return _CONTROL_KEY.unpack_from(body, pos)[1]
@@ -312,17 +301,17 @@ def decode_records(batch: bytes | memoryview, header: BatchHeader) -> list[Recor
         pos = 0
         for _ in range(header.record_count):
             start = pos
-            length, pos = _varint(body, pos)
+            length, pos = read_varlong(body, pos)
             end = pos + length
             if length < 0 or end > len(body):
                 raise IndexError("record length past the batch end")
             pos += 1  # attributes
-            timestamp_delta, pos = _varint(body, pos)
-            offset_delta, pos = _varint(body, pos)
-            key_length, pos = _varint(body, pos)
+            timestamp_delta, pos = read_varlong(body, pos)
+            offset_delta, pos = read_varlong(body, pos)
+            key_length, pos = read_varlong(body, pos)
             key = None if key_length < 0 else body[pos : pos + key_length]
             pos += max(key_length, 0)
-            value_length, pos = _varint(body, pos)
+            value_length, pos = read_varlong(body, pos)
             timestamp = (
                 header.max_timestamp
                 if log_append_time
@@ -338,7 +327,7 @@ def decode_records(batch: bytes | memoryview, header: BatchHeader) -> list[Recor
                 )
             )
             pos = end
-    except (IndexError, cramjam.DecompressionError) as exc:
+    except (IndexError, VarintError, cramjam.DecompressionError) as exc:
         raise InvalidBatch(
             ErrorCode.corrupt_message,
             f"records of the batch at offset {header.base_offset} are undecodable: {exc}",

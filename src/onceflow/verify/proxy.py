@@ -29,6 +29,8 @@ from kio.index import load_response_schema
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i32
 
+from onceflow.varint import read_uvarint
+
 log = logging.getLogger(__name__)
 
 _SIZE = struct.Struct(">i")
@@ -50,17 +52,6 @@ class _Rule:
     hits: int = 0
 
 
-def _uvarint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-
-
 def expects_response(frame: bytes) -> bool:
     """False only for a Produce request with ``acks=0``, which the broker never answers."""
     api_key, version, _ = _HEADER.unpack_from(frame)
@@ -71,13 +62,13 @@ def expects_response(frame: bytes) -> bool:
     at += 2 + max(client_id_length, 0)
     flexible = version >= PRODUCE_FLEXIBLE_FROM
     if flexible:  # request header v2: tagged fields after the client id
-        tags, at = _uvarint(frame, at)
+        tags, at = read_uvarint(frame, at)
         for _ in range(tags):
-            _tag, at = _uvarint(frame, at)
-            size, at = _uvarint(frame, at)
+            _tag, at = read_uvarint(frame, at)
+            size, at = read_uvarint(frame, at)
             at += size
     if flexible:  # compact nullable transactional id: length + 1
-        length, at = _uvarint(frame, at)
+        length, at = read_uvarint(frame, at)
         at += max(length - 1, 0)
     else:
         (length,) = _INT16.unpack_from(frame, at)
