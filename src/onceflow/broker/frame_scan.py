@@ -25,7 +25,8 @@ from onceflow.varint import VarintError, read_uvarint
 
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
-_FIXED_SIZES = {
+#: Bytes on the wire of each fixed-size Kafka type.
+FIXED_SIZES = {
     "bool": 1,
     "int8": 1,
     "int16": 2,
@@ -123,7 +124,7 @@ def _emit(cls: type, lines: list[str], depth: int) -> None:
         is_array = typing.get_origin(hint) is tuple
         item = typing.get_args(hint)[0] if is_array else hint
         kafka_type = None if dataclasses.is_dataclass(item) else field.metadata["kafka_type"]
-        size = _FIXED_SIZES.get(kafka_type) if kafka_type else None
+        size = FIXED_SIZES.get(kafka_type) if kafka_type else None
         if size is not None and not is_array:
             fixed += size
             continue

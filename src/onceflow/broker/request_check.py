@@ -16,6 +16,8 @@ import typing
 from functools import cache
 from typing import Any
 
+from onceflow.broker.frame_scan import FIXED_SIZES
+
 
 class NullViolation(Exception):
     """A null where the request's schema does not allow one."""
@@ -47,6 +49,9 @@ def _fields(cls: type) -> tuple[_Field, ...]:
         is_array = typing.get_origin(hint) is tuple
         item = typing.get_args(hint)[0] if is_array else hint
         child = item if dataclasses.is_dataclass(item) else None
+        fixed = not is_array and field.metadata.get("kafka_type") in FIXED_SIZES
+        if child is None and (nullable or fixed):
+            continue  # any value is fine: a nullable leaf, or a fixed-size one kio never nulls
         shape.append(_Field(field.name, nullable, child, is_array))
     return tuple(shape)
 
