@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy
 from psycopg_pool import ConnectionPool
 
 from onceflow.processing import (
@@ -180,7 +181,21 @@ def _pool(server: PostgresServer) -> Callable[[], tuple[PostgresDatabase, object
     return make
 
 
-@pytest.mark.parametrize("source", [_own_connection, _pool], ids=["connection", "pool"])
+def _sqlalchemy(server: PostgresServer) -> Callable[[], tuple[PostgresDatabase, object]]:
+    def make() -> tuple[PostgresDatabase, object]:
+        dsn = server.new_database()
+        engine = sqlalchemy.create_engine(
+            "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn)
+        )
+        raw = engine.raw_connection()  # the engine's pool lends it; close() gives it back
+        return PostgresDatabase(raw.driver_connection), raw
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "source", [_own_connection, _pool, _sqlalchemy], ids=["connection", "pool", "sqlalchemy"]
+)
 def test_postgres_database_on_the_applications_connection_or_pool(
     postgres_server: PostgresServer,
     source: Callable[[PostgresServer], Callable[[], tuple[PostgresDatabase, object]]],
@@ -203,6 +218,11 @@ def test_postgres_database_on_the_applications_connection_or_pool(
         if isinstance(handle, ConnectionPool):
             with handle.connection() as conn:
                 count = conn.execute("SELECT count(*) FROM payments").fetchone()
+        elif isinstance(handle, sqlalchemy.PoolProxiedConnection):
+            # The engine's own DB-API cursor on the connection the sink was given.
+            cursor = handle.cursor()
+            cursor.execute("SELECT count(*) FROM payments")
+            count = cursor.fetchone()
         else:
             assert isinstance(handle, psycopg.Connection) and not handle.closed
             count = handle.execute("SELECT count(*) FROM payments").fetchone()
