@@ -21,6 +21,11 @@ instead of librdkafka's 1000, whose pauses would otherwise dominate (see
 CONSUMER_CONFIG). Every loop is bounded by a count and a deadline: a
 phase that does not finish in time is reported as a timeout with what it managed.
 
+Each phase also reads the broker process's CPU seconds (user + system, /proc) before and
+after it: the table's "CPU s/M" is the broker's CPU per million records produced or
+consumed, a cost that the client's own ceiling cannot hide (not measurable for the mock,
+which runs inside the benchmark's process).
+
 Each target runs ``--repeat`` times (rounds interleave the targets, so background load
 hits them alike); every onceflow run gets a fresh data dir in a temporary directory,
 removed afterwards. The table shows the median msgs/s and MB/s (payload bytes, 10^6)
@@ -53,20 +58,15 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from onceflow.kafka_admin import create_topics
-from onceflow.testing.broker_process import BrokerProcess
-from onceflow.testing.kafka import temporary_cluster
-from onceflow.testing.mock_cluster import mock_cluster
+from targets import SETUP_TIMEOUT, Target, kafka_target, mock_target, onceflow_target
 
 RECORD_BYTES = 100
 PARTITION_COUNTS = (1, 6)
@@ -75,9 +75,8 @@ BASELINE = "mock"
 # The second reference: what users who outgrow one machine run.
 KAFKA = "kafka"
 CONSUME_BATCH = 10_000
-TABLE_WIDTH = 100
+TABLE_WIDTH = 120
 CONSUME_POLL_SECONDS = 0.1
-SETUP_TIMEOUT = 30.0
 WARM_UP_TOPIC = "bench-warm-up"
 PRODUCER_CONFIG = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
 CONSUMER_CONFIG = {
@@ -90,56 +89,9 @@ CONSUMER_CONFIG = {
     "fetch.queue.backoff.ms": 10,
 }
 
-# -- targets --------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """A running target: where clients connect and how to make a topic on it."""
-
-    bootstrap: str
-    create_topic: Callable[[str, int], None]
-
-
-@contextlib.contextmanager
-def onceflow_cluster(flush: str) -> Iterator[Cluster]:
-    """``onceflow broker`` as its own process on a fresh data dir, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="onceflow-bench-") as tmp:
-        broker = BrokerProcess(Path(tmp) / "data", flush=flush)
-        broker.start()
-        try:
-            yield Cluster(
-                broker.bootstrap,
-                lambda name, partitions: create_topics(
-                    broker.bootstrap, name, partitions=partitions, timeout=SETUP_TIMEOUT
-                ),
-            )
-        finally:
-            broker.stop()
-
-
-@contextlib.contextmanager
-def mock_target() -> Iterator[Cluster]:
-    """librdkafka's in-memory mock cluster with one broker (see onceflow.testing.mock_cluster)."""
-    with mock_cluster() as mock:
-        yield Cluster(mock.bootstrap, mock.create_topic)
-
-
-@contextlib.contextmanager
-def kafka_target() -> Iterator[Cluster]:
-    """A single-node Apache Kafka with its shipped 1 GiB heap and no fsync."""
-    with temporary_cluster(1, heap_mb=1024) as kafka:
-        yield Cluster(
-            kafka.bootstrap,
-            lambda name, partitions: create_topics(
-                kafka.bootstrap, name, partitions=partitions, timeout=SETUP_TIMEOUT
-            ),
-        )
-
-
-TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Cluster]]] = {
-    "onceflow-always": lambda: onceflow_cluster("always"),
-    "onceflow-never": lambda: onceflow_cluster("never"),
+TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
+    "onceflow-always": lambda: onceflow_target("always"),
+    "onceflow-never": lambda: onceflow_target("never"),
     "kafka": kafka_target,
     BASELINE: mock_target,
 }
@@ -157,6 +109,8 @@ class Phase:
     errors: int = 0
     first_error: str | None = None
     timed_out: bool = False
+    #: The broker process's CPU seconds during the phase (None: not measurable).
+    cpu_seconds: float | None = None
 
     def error(self, text: str) -> None:
         self.errors += 1
@@ -169,6 +123,13 @@ class Phase:
     @property
     def msgs_per_s(self) -> float:
         return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_million(self) -> float | None:
+        """Broker CPU seconds per million records handled in the phase."""
+        if self.cpu_seconds is None or not self.done:
+            return None
+        return self.cpu_seconds * 1e6 / self.done
 
     @property
     def mb_per_s(self) -> float:
@@ -276,10 +237,17 @@ def _tally(batch: list[Any], result: Phase, ended: set[int]) -> bool:
     return received > 0
 
 
-def run_workload(bootstrap: str, topic: str, partitions: int, records: int, timeout: float) -> dict:
-    """Produce then consume one topic; the same for every target."""
-    produced = produce(bootstrap, topic, partitions, records, timeout)
-    return {"produce": produced, "consume": consume(bootstrap, topic, partitions, records, timeout)}
+def run_workload(target: Target, topic: str, partitions: int, records: int, timeout: float) -> dict:
+    """Produce then consume one topic; the same for every target. Each phase also
+    reports the broker process's CPU seconds it took (None for the in-process mock)."""
+    phases = {}
+    for name, phase in (("produce", produce), ("consume", consume)):
+        before = target.cpu_seconds()
+        result = phase(target.bootstrap, topic, partitions, records, timeout)
+        after = target.cpu_seconds()
+        result.cpu_seconds = None if before is None or after is None else after - before
+        phases[name] = result
+    return phases
 
 
 # -- running and reporting ----------------------------------------------------------
@@ -302,14 +270,14 @@ def run_target(name: str, round_: int, records: int, timeout: float, log: Consol
         for partitions in PARTITION_COUNTS:
             topic = f"bench-{partitions}p"
             cluster.create_topic(topic, partitions)
-            phases = run_workload(cluster.bootstrap, topic, partitions, records, timeout)
+            phases = run_workload(cluster, topic, partitions, records, timeout)
             load = os.getloadavg()[0]
             for phase, result in phases.items():
                 runs.append(Run(name, round_, partitions, phase, result, load))
                 log.print(
-                    f"round {round_} {name:<16} {partitions}p {phase:<8} "
-                    f"{result.msgs_per_s:>12,.0f} msgs/s {result.mb_per_s:>7.1f} MB/s  "
-                    f"load {load:.2f} {'; '.join(result.notes())}"
+                    f"{round_} {name:<15} {partitions}p {phase:<7} "
+                    f"{result.msgs_per_s:>9,.0f} msgs/s, CPU {_figure(result.cpu_per_million)}"
+                    f" s/M, load {load:.2f} {'; '.join(result.notes())}"
                 )
     return runs
 
@@ -328,6 +296,7 @@ def summarize(runs: list[Run], targets: list[str]) -> list[dict]:
                 ]
                 median = statistics.median(r.result.msgs_per_s for r in chosen)
                 medians[target, partitions, phase] = median
+                cpu = [c for r in chosen if (c := r.result.cpu_per_million) is not None]
                 notes = [note for r in chosen for note in r.result.notes()]
                 rows.append(
                     {
@@ -336,6 +305,7 @@ def summarize(runs: list[Run], targets: list[str]) -> list[dict]:
                         "phase": phase,
                         "msgs_per_s": median,
                         "mb_per_s": median * RECORD_BYTES / 1e6,
+                        "broker_cpu_s_per_m": statistics.median(cpu) if cpu else None,
                         "runs": len(chosen),
                         "notes": notes,
                     }
@@ -362,6 +332,7 @@ def render(rows: list[dict], args: argparse.Namespace, load: tuple[float, float]
         table.add_column(f"{phase} msgs/s", justify="right")
         table.add_column("x mock", justify="right")
         table.add_column("x kafka", justify="right")
+        table.add_column("CPU s/M", justify="right")
     by_key = {(r["target"], r["partitions"], r["phase"]): r for r in rows}
     notes = []
     for target, partitions in dict.fromkeys((r["target"], r["partitions"]) for r in rows):
@@ -371,7 +342,8 @@ def render(rows: list[dict], args: argparse.Namespace, load: tuple[float, float]
             ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
             ratio += "*" if row["baseline_short"] and target != BASELINE else ""
             kafka = "-" if row["ratio_kafka"] is None else f"{row['ratio_kafka']:.2f}"
-            cells += [f"{row['msgs_per_s']:,.0f}", ratio, kafka]
+            cpu = _figure(row["broker_cpu_s_per_m"])
+            cells += [f"{row['msgs_per_s']:,.0f}", ratio, kafka, cpu]
             notes += [f"{target} {partitions}p {phase}: {note}" for note in row["notes"]]
         table.add_row(*cells)
     if any(row["baseline_short"] for row in rows):
@@ -379,12 +351,17 @@ def render(rows: list[dict], args: argparse.Namespace, load: tuple[float, float]
             "* against a short mock run: the mock keeps only ~5 MB per partition, so its "
             "consumer read fewer records"
         )
+    notes.append("CPU s/M: the broker process's CPU seconds (user + system) per million records")
     notes.append(
         f"{os.cpu_count()} CPUs; 1-min load average {load[0]:.2f} before, {load[1]:.2f} after"
     )
     table.caption = "\n".join(notes)
     table.caption_justify = "left"
     return table
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def failed(runs: list[Run]) -> bool:

@@ -21,7 +21,13 @@ but wrong loop cannot pass. Each run also reports the broker process's CPU secon
 (user + system, from /proc/PID/stat; for Kafka its JVM) per million records the loop
 consumed and produced: a cost that the client's own ceiling cannot hide.
 
-Both targets get the same client settings: librdkafka backs off ``retry.backoff.ms``
+A third target, ``mock``, is librdkafka's in-memory mock cluster in this process: no
+disk, no network stack beyond loopback, the floor any broker is measured against. It
+keeps only ~5 MB per partition, so its runs use at most 30,000 input records, and it
+has no process of its own whose CPU could be read. Each row also reports the broker's
+CPU seconds per 1,000 commits (transactions, under exactly-once).
+
+All targets get the same client settings: librdkafka backs off ``retry.backoff.ms``
 (100 ms) when a transaction's first request meets CONCURRENT_TRANSACTIONS, which both
 brokers answer while the previous commit's markers are still being written (EndTxn is
 answered once the commit decision is durable, before the markers).
@@ -39,28 +45,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from onceflow.kafka_admin import create_topics
-from onceflow.testing import BrokerProcess
-from onceflow.testing.kafka import temporary_cluster
+from targets import Target, kafka_target, mock_target, onceflow_target
 
 PER_COMMIT = (1000, 100)
 COMMIT_EVERY_SECONDS = 0.1
 PAYLOAD = b"x" * 100
 MODES = ("at-least-once", "exactly-once")
 KAFKA = "kafka"
+MOCK = "mock"
+# The mock keeps ~5 MB per partition: its input must fit, or the loop never sees it all.
+MOCK_MAX_RECORDS = 30_000
+#: The table's figures after records/s, in its column order.
+FIGURES = ("x_at_least_once", "x_kafka", "x_mock",
+           "broker_cpu_s_per_m_records", "broker_cpu_s_per_k_commits")  # fmt: skip
 
 
 @dataclass
@@ -71,7 +79,8 @@ class Run:
     commits: int
     output_records: int
     per_commit: int = 0
-    cpu_seconds: float = 0.0
+    #: The broker process's CPU seconds over the run (None: the in-process mock).
+    cpu_seconds: float | None = None
     target: str = ""
 
     @property
@@ -79,16 +88,15 @@ class Run:
         return self.records / self.seconds
 
     @property
-    def cpu_per_million(self) -> float:
-        return self.cpu_seconds * 1_000_000 / self.records
+    def cpu_per_million(self) -> float | None:
+        return None if self.cpu_seconds is None else self.cpu_seconds * 1e6 / self.records
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        # The command name (field 2) may hold spaces: count fields after its ")".
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    @property
+    def cpu_per_thousand_commits(self) -> float | None:
+        """Broker CPU seconds per 1,000 commits (transactions under exactly-once)."""
+        if self.cpu_seconds is None or not self.commits:
+            return None
+        return self.cpu_seconds * 1000 / self.commits
 
 
 def load_input(bootstrap: str, topic: str, records: int) -> None:
@@ -224,27 +232,10 @@ def count_records(bootstrap: str, topic: str, expected: int) -> int:
     return seen
 
 
-@contextlib.contextmanager
-def onceflow_target() -> Iterator[tuple[str, int]]:
-    """``onceflow broker --flush always`` as its own process on a fresh data dir:
-    (bootstrap, broker pid)."""
-    with (
-        tempfile.TemporaryDirectory(prefix="onceflow-bench-") as tmp,
-        BrokerProcess(Path(tmp) / "data", flush="always") as broker,
-    ):
-        yield broker.bootstrap, broker.pid
-
-
-@contextlib.contextmanager
-def kafka_target() -> Iterator[tuple[str, int]]:
-    """A single-node Apache Kafka as shipped (1 GiB heap, no fsync): (bootstrap, JVM pid)."""
-    with temporary_cluster(1, heap_mb=1024) as kafka:
-        yield kafka.bootstrap, kafka.nodes[0].pid
-
-
-TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[tuple[str, int]]]] = {
+TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
     "onceflow": onceflow_target,
     KAFKA: kafka_target,
+    MOCK: mock_target,
 }
 
 
@@ -252,31 +243,39 @@ def run_target(target: str, args: argparse.Namespace, console: Console) -> list[
     """Load the input once, then run each mode at each commit size ``--repeat`` times,
     interleaved."""
     runs = []
-    with TARGETS[target]() as (bootstrap, pid):
-        create_topics(bootstrap, "input")
-        console.print(f"{target}: loading {args.records:,} input records into {bootstrap}")
-        load_input(bootstrap, "input", args.records)
+    records = min(args.records, MOCK_MAX_RECORDS) if target == MOCK else args.records
+    with TARGETS[target]() as broker:
+        broker.create_topic("input", 1)
+        console.print(f"{target}: loading {records:,} input records into {broker.bootstrap}")
+        load_input(broker.bootstrap, "input", records)
         for round_ in range(args.repeat):
             for per_commit in args.per_commit:
                 for mode in MODES:
                     sink = f"output-{mode}-{per_commit}-{round_}"
-                    create_topics(bootstrap, sink)
-                    cpu_before = cpu_seconds(pid)
+                    broker.create_topic(sink, 1)
+                    cpu_before = broker.cpu_seconds()
                     run = transform_loop(
-                        bootstrap, "input", sink, args.records, mode, per_commit, args.timeout
+                        broker.bootstrap, "input", sink, records, mode, per_commit, args.timeout
                     )
                     # Counting the output (a read) is outside the loop's timing; its CPU
                     # is small next to the loop's and is included.
-                    run.cpu_seconds = cpu_seconds(pid) - cpu_before
+                    cpu_after = broker.cpu_seconds()
+                    if cpu_before is not None and cpu_after is not None:
+                        run.cpu_seconds = cpu_after - cpu_before
                     run.target = target
                     console.print(
                         f"{target} round {round_ + 1} {mode} every {per_commit}: "
                         f"{run.per_second:,.0f} records/s, {run.commits} commits, "
-                        f"{run.output_records:,} outputs, "
-                        f"broker {run.cpu_per_million:.1f} CPU s/M records"
+                        f"{run.output_records:,} outputs, broker CPU "
+                        f"{_figure(run.cpu_per_million)} s/M records, "
+                        f"{_figure(run.cpu_per_thousand_commits)} s/1k commits"
                     )
                     runs.append(run)
     return runs
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,13 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     wrong = [r for r in runs if r.output_records != r.records]
     keys = [(t, n, m) for t in args.targets for n in args.per_commit for m in MODES]
 
-    def median(key: tuple[str, int, str], value: Callable[[Run], float]) -> float:
-        return statistics.median(value(r) for r in runs if (r.target, r.per_commit, r.mode) == key)
+    def median(key: tuple[str, int, str], value: Callable[[Run], float | None]) -> float | None:
+        values = [v for r in runs if (r.target, r.per_commit, r.mode) == key
+                  if (v := value(r)) is not None]  # fmt: skip
+        return statistics.median(values) if values else None
 
-    speed = {key: median(key, lambda r: r.per_second) for key in keys}
+    speed = {key: median(key, lambda r: r.per_second) or 0.0 for key in keys}
 
     def ratio(key: tuple[str, int, str], reference: tuple[str, int, str]) -> float | None:
-        return speed[key] / speed[reference] if reference in speed else None
+        return speed[key] / speed[reference] if speed.get(reference) else None
 
     rows = [
         {
@@ -322,8 +323,12 @@ def main(argv: list[str] | None = None) -> int:
                 (target, per_commit, mode), (target, per_commit, "at-least-once")
             ),
             "x_kafka": ratio((target, per_commit, mode), (KAFKA, per_commit, mode)),
+            "x_mock": ratio((target, per_commit, mode), (MOCK, per_commit, mode)),
             "broker_cpu_s_per_m_records": median(
                 (target, per_commit, mode), lambda r: r.cpu_per_million
+            ),
+            "broker_cpu_s_per_k_commits": median(
+                (target, per_commit, mode), lambda r: r.cpu_per_thousand_commits
             ),
         }
         for target, per_commit, mode in keys
@@ -341,23 +346,36 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     else:
+        # No vertical rules, collapsed padding: nine columns in 80 without cutting names.
         table = Table(
-            title=f"consume-transform-produce, {args.records:,} records, median of {args.repeat}"
+            title=f"consume-transform-produce, {args.records:,} records, median of {args.repeat}",
+            box=box.SIMPLE_HEAD,
+            collapse_padding=True,
+            pad_edge=False,
         )
-        for column in ("target", "per txn", "mode", "rec/s", "x alo", "x kafka", "CPU s/M"):
-            table.add_column(column, justify="left" if column in ("target", "mode") else "right")
+        columns = ("target", "/txn", "mode", "rec/s", "x alo", "x kafka", "x mock",
+                   "CPU/M", "CPU/1k")  # fmt: skip
+        for column in columns:
+            named = column in ("target", "mode")
+            widest = max((len(str(row[column])) for row in rows), default=0) if named else None
+            table.add_column(
+                column, justify="left" if named else "right", no_wrap=named, min_width=widest
+            )
         for row in rows:
             table.add_row(
                 row["target"],
                 f"{row['per_commit']:,}",
                 row["mode"],
                 f"{row['records_per_s']:,.0f}",
-                *(
-                    "-" if row[k] is None else f"{row[k]:.2f}"
-                    for k in ("x_at_least_once", "x_kafka")
-                ),
-                f"{row['broker_cpu_s_per_m_records']:.1f}",
+                *(_figure(row[k]) for k in FIGURES),
             )
+        table.caption = (
+            "x alo: vs at-least-once on the same target. CPU/M, CPU/1k: the broker "
+            "process's CPU seconds per million records and per 1,000 commits (transactions "
+            f"under exactly-once). The mock runs in this process on at most "
+            f"{MOCK_MAX_RECORDS:,} records."
+        )
+        table.caption_justify = "left"
         console.print(table)
     for run in wrong:
         console.print(
