@@ -71,6 +71,7 @@ test-fast: lint system-packages $(QUIX_STAMP)
 
 bench: $(STAMP) $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/broker_throughput.py
+	$(PY) bench/multi_client.py
 	$(PY) bench/transactional_throughput.py
 	$(PY) bench/pipeline_throughput.py
 	$(PY) bench/startup.py

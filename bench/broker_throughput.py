@@ -159,11 +159,11 @@ def produce(bootstrap: str, topic: str, partitions: int, records: int, timeout: 
     producer = Producer(
         {"bootstrap.servers": bootstrap, "on_delivery": on_delivery, **PRODUCER_CONFIG}
     )
-    _warm_up(producer, result)
+    warm_up(producer, result)
     payload = b"x" * RECORD_BYTES
     deadline = time.monotonic() + timeout
     start = time.perf_counter()
-    queued = _produce_until(producer, topic, partitions, payload, records, deadline)
+    queued = produce_until(producer, topic, partitions, payload, records, deadline)
     left = producer.flush(max(0.0, deadline - time.monotonic()))
     result.seconds = time.perf_counter() - start
     result.timed_out = queued < records or left > 0
@@ -173,7 +173,7 @@ def produce(bootstrap: str, topic: str, partitions: int, records: int, timeout: 
     return result
 
 
-def _warm_up(producer: Producer, result: Phase) -> None:
+def warm_up(producer: Producer, result: Phase) -> None:
     """Connect and get the idempotent producer id (librdkafka waits ~0.5 s for it)."""
     producer.produce(WARM_UP_TOPIC, b"warm-up", partition=0)
     if producer.flush(SETUP_TIMEOUT) or result.errors:
@@ -181,7 +181,7 @@ def _warm_up(producer: Producer, result: Phase) -> None:
     result.done = 0
 
 
-def _produce_until(
+def produce_until(
     producer: Producer, topic: str, partitions: int, payload: bytes, records: int, deadline: float
 ) -> int:
     """Queue the records, waiting on a full queue; returns how many got queued."""
@@ -213,7 +213,7 @@ def consume(bootstrap: str, topic: str, partitions: int, records: int, timeout: 
                 break
             wanted = min(CONSUME_BATCH, records - result.done)
             batch = consumer.consume(wanted, timeout=CONSUME_POLL_SECONDS)
-            if _tally(batch, result, ended):
+            if tally(batch, result, ended):
                 result.seconds = time.perf_counter() - start
         if result.timed_out:
             result.seconds = time.perf_counter() - start
@@ -222,7 +222,7 @@ def consume(bootstrap: str, topic: str, partitions: int, records: int, timeout: 
     return result
 
 
-def _tally(batch: list[Any], result: Phase, ended: set[int]) -> bool:
+def tally(batch: list[Any], result: Phase, ended: set[int]) -> bool:
     """Count a consumed batch's records, errors and partition ends; True if it had data."""
     received = 0
     for message in batch:
