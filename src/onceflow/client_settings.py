@@ -88,7 +88,7 @@ def normalized(settings: Mapping[str, str]) -> dict[str, str]:
             raise ClientSettingsError('sasl.jaas.config has no username="..." password="..."')
         result.setdefault("sasl.username", options["username"])
         result.setdefault("sasl.password", options["password"])
-    protocol = result.get("security.protocol", "PLAINTEXT").upper()
+    protocol = protocol_of(result)
     if protocol not in PROTOCOLS:
         raise ClientSettingsError(
             f"security.protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}"
@@ -132,6 +132,21 @@ def from_arguments(args: argparse.Namespace) -> dict[str, str]:
     return normalized(settings | parse_pairs(args.client_settings))
 
 
+def check(settings: Mapping[str, str]) -> None:
+    """Raise ClientSettingsError unless librdkafka knows every setting and its value,
+    and onceflow's own clients can use the TLS and SASL ones: one line up front instead
+    of a failure in each client."""
+    from confluent_kafka import KafkaException, Producer
+
+    from onceflow.client_logging import client_config
+
+    security_of(settings)
+    try:
+        Producer(client_config({}, settings))
+    except KafkaException as exc:
+        raise ClientSettingsError(f"bad client setting: {exc.args[0].str()}") from None
+
+
 # -- what onceflow's own clients need of them ------------------------------------------
 
 
@@ -154,11 +169,21 @@ class ClientSecurity:
     sasl: SaslLogin | None = None
 
 
+def protocol_of(settings: Mapping[str, str]) -> str:
+    """``security.protocol`` in capitals (librdkafka takes any case); PLAINTEXT if unset."""
+    return settings.get("security.protocol", "PLAINTEXT").upper()
+
+
+def uses_tls(settings: Mapping[str, str]) -> bool:
+    """Whether the protocol is SSL or SASL_SSL."""
+    return protocol_of(settings).endswith("SSL")
+
+
 def security_of(settings: Mapping[str, str]) -> ClientSecurity:
     """The TLS context and SASL login ``settings`` describe, as librdkafka reads them."""
     settings = normalized(settings)
-    protocol = settings.get("security.protocol", "PLAINTEXT").upper()
-    tls = tls_context(settings) if protocol.endswith("SSL") else None
+    protocol = protocol_of(settings)
+    tls = tls_context(settings) if uses_tls(settings) else None
     sasl = None
     if protocol.startswith("SASL"):
         mechanism = settings.get("sasl.mechanism", settings.get("sasl.mechanisms", "")).upper()

@@ -1,0 +1,91 @@
+"""The fault proxy in front of a SASL_SSL listener: it ends TLS on both sides, so it can
+still read frames and lose a Produce response, while SASL passes through to the broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, Producer
+
+from onceflow.broker.security.credentials import CredentialStore
+from onceflow.broker.security.scram import ScramCredential, ScramMechanism
+from onceflow.testing import BrokerProcess
+from onceflow.verify.proxy import PRODUCE, KafkaProxy
+from onceflow.verify.run import proxy_tls
+from onceflow.verify.workload import read_all
+
+USER, PASSWORD = "through-proxy", "proxy-password"
+
+
+def _broker(root: Path) -> BrokerProcess:
+    CredentialStore(root / "data").upsert(
+        USER, ScramMechanism.SCRAM_SHA_256,
+        ScramCredential.from_password(ScramMechanism.SCRAM_SHA_256, PASSWORD),
+    )  # fmt: skip
+    return BrokerProcess(
+        root / "data",
+        extra_args=("--listener", "SASL_SSL://127.0.0.1:0", "--tls-self-signed",
+                    str(root / "tls")),
+    ).start()  # fmt: skip
+
+
+def _settings(root: Path, password: str = PASSWORD) -> dict[str, str]:
+    return {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": USER, "sasl.password": password,
+        "ssl.ca.location": str(root / "tls" / "ca.pem"),
+    }  # fmt: skip
+
+
+def test_proxy_loses_a_produce_response_inside_tls(tmp_path: Path, topic: str) -> None:
+    broker = _broker(tmp_path)
+    try:
+        settings = _settings(tmp_path)
+        tls, proxied = proxy_tls(settings, tmp_path / "proxy-tls")
+        assert tls is not None
+        # Behind the proxy, clients trust its CA, not the broker's.
+        assert proxied["ssl.ca.location"] == str(tmp_path / "proxy-tls" / "ca.pem")
+        with KafkaProxy(broker.bootstrap, tls=tls) as proxy:
+            proxy.lose_responses(PRODUCE, count=1)
+            producer = Producer({**proxied, "bootstrap.servers": proxy.bootstrap,
+                                 "enable.idempotence": True, "retry.backoff.ms": 50})  # fmt: skip
+            acked: list[object] = []
+            producer.produce(topic, b"once", on_delivery=lambda err, _m: acked.append(err))
+            assert producer.flush(30) == 0
+            assert proxy.stats[f"lost:{PRODUCE}"] == 1
+        assert acked == [None]
+        rows = read_all(broker.bootstrap, topic, "read_uncommitted", client_settings=settings)
+        assert [r[3] for r in rows] == ["once"]
+    finally:
+        broker.stop()
+
+
+def test_sasl_through_the_proxy_is_checked_by_the_broker(tmp_path: Path, topic: str) -> None:
+    broker = _broker(tmp_path)
+    try:
+        tls, proxied = proxy_tls(_settings(tmp_path, "wrong"), tmp_path / "proxy-tls")
+        with KafkaProxy(broker.bootstrap, tls=tls) as proxy:
+            errors: list[KafkaError] = []
+            producer = Producer({**proxied, "bootstrap.servers": proxy.bootstrap,
+                                 "error_cb": errors.append})  # fmt: skip
+            for _ in range(100):  # bounded: the refusal arrives within a few polls
+                producer.poll(0.1)
+                if errors:
+                    break
+        assert errors and errors[0].code() == KafkaError._AUTHENTICATION, errors
+    finally:
+        broker.stop()
+
+
+def test_plaintext_settings_need_no_proxy_tls(tmp_path: Path) -> None:
+    settings = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"}
+    assert proxy_tls(settings, tmp_path) == (None, settings)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_tls_settings_get_a_proxy_certificate(tmp_path: Path, protocol: str) -> None:
+    tls, proxied = proxy_tls({"security.protocol": protocol, "sasl.mechanism": "PLAIN",
+                              "sasl.username": "u", "sasl.password": "p"}, tmp_path)  # fmt: skip
+    assert tls is not None and Path(proxied["ssl.ca.location"]).is_file()
