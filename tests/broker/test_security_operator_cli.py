@@ -6,8 +6,6 @@ and a wrong password is one readable line and a non-zero exit."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,44 +13,24 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+import sasl_ssl_process
 from onceflow.testing import BrokerProcess
+from sasl_ssl_process import onceflow as _onceflow
 
 USER, PASSWORD = "operator", "operator-secret-password"
-TIMEOUT = 60.0
-
-
-def _onceflow(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onceflow", *args],
-        input=stdin, capture_output=True, text=True, timeout=TIMEOUT,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """A broker process with one listener, SASL_SSL, a self-signed CA and one user."""
-    root = tmp_path_factory.mktemp("operator-sasl-ssl")
-    process = BrokerProcess(
-        root / "data",
-        extra_args=("--listener", "SASL_SSL://127.0.0.1:0", "--tls-self-signed",
-                    str(root / "tls")),
-    )  # fmt: skip
-    process.start()
-    added = _onceflow("users", "add", USER, "--data-dir", str(process.data_dir),
-                      stdin=PASSWORD + "\n")  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    process = sasl_ssl_process.start(tmp_path_factory.mktemp("operator-sasl-ssl"))
+    sasl_ssl_process.add_user(process, USER, PASSWORD)
     yield process
     process.stop()
 
 
 def _settings(broker: BrokerProcess, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
-    return {
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": mechanism,
-        "sasl.username": USER,
-        "sasl.password": PASSWORD,
-        "ssl.ca.location": str(broker.data_dir.parent / "tls" / "ca.pem"),
-    }
+    return sasl_ssl_process.settings(broker, USER, PASSWORD, mechanism)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +79,7 @@ def test_groups_describe_shows_offsets_committed_over_sasl_ssl(
     producer = Producer(client)
     for i in range(5):
         producer.produce(topic, value=f"v{i}".encode())
-    assert producer.flush(TIMEOUT) == 0
+    assert producer.flush(sasl_ssl_process.TIMEOUT) == 0
     group = f"{topic}-group"
     consumer = Consumer({**client, "group.id": group, "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
@@ -124,10 +102,10 @@ def test_transactions_list_and_describe_use_the_raw_wire_over_sasl_ssl(
     tid = f"{topic}-tid"
     producer = Producer({**settings, "bootstrap.servers": broker.bootstrap,
                          "transactional.id": tid})  # fmt: skip
-    producer.init_transactions(TIMEOUT)
+    producer.init_transactions(sasl_ssl_process.TIMEOUT)
     producer.begin_transaction()
     producer.produce(topic, value=b"left open")
-    assert producer.flush(TIMEOUT) == 0
+    assert producer.flush(sasl_ssl_process.TIMEOUT) == 0
     try:
         found = _ok(broker, "transactions", "list", "--topic", topic, *_x(settings))
         assert [(t["topic"], t["transactional_id"]) for t in found] == [(topic, tid)]
@@ -135,7 +113,7 @@ def test_transactions_list_and_describe_use_the_raw_wire_over_sasl_ssl(
         assert detail["state"] == "Ongoing"
         assert [tuple(p) for p in detail["partitions"]] == [(topic, 0)]
     finally:
-        producer.abort_transaction(TIMEOUT)
+        producer.abort_transaction(sasl_ssl_process.TIMEOUT)
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+import sasl_ssl_process
 from onceflow import Guarantee
-from onceflow.broker.security.credentials import CredentialStore
-from onceflow.broker.security.scram import ScramCredential, ScramMechanism
 from onceflow.client_logging import client_config
 from onceflow.examples.orders import build_runner, ledger, make_orders
 from onceflow.guarantees import GuaranteeConfigError
@@ -28,20 +27,9 @@ ORDERS = 60
 def sasl_ssl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess, dict]]:
     """A broker whose only listener is SASL_SSL, and the settings its clients need."""
     root = tmp_path_factory.mktemp("runner-sasl-ssl")
-    store = CredentialStore(root / "data")
-    store.upsert(USER, ScramMechanism.SCRAM_SHA_512,
-                 ScramCredential.from_password(ScramMechanism.SCRAM_SHA_512, PASSWORD))  # fmt: skip
-    broker = BrokerProcess(
-        root / "data",
-        extra_args=("--listener", "SASL_SSL://127.0.0.1:0", "--tls-self-signed",
-                    str(root / "tls"), "--default-partitions", "2"),
-    ).start()  # fmt: skip
-    settings = {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": USER, "sasl.password": PASSWORD,
-        "ssl.ca.location": str(root / "tls" / "ca.pem"),
-    }  # fmt: skip
-    yield broker, settings
+    broker = sasl_ssl_process.start(root, "--default-partitions", "2")
+    sasl_ssl_process.add_user(broker, USER, PASSWORD)
+    yield broker, sasl_ssl_process.settings(broker, USER, PASSWORD)
     broker.stop()
 
 

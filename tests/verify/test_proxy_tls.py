@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, Producer
 
-from onceflow.broker.security.credentials import CredentialStore
-from onceflow.broker.security.scram import ScramCredential, ScramMechanism
+import sasl_ssl_process
 from onceflow.testing import BrokerProcess
 from onceflow.verify.proxy import PRODUCE, KafkaProxy
 from onceflow.verify.run import proxy_tls
@@ -19,29 +18,19 @@ USER, PASSWORD = "through-proxy", "proxy-password"
 
 
 def _broker(root: Path) -> BrokerProcess:
-    CredentialStore(root / "data").upsert(
-        USER, ScramMechanism.SCRAM_SHA_256,
-        ScramCredential.from_password(ScramMechanism.SCRAM_SHA_256, PASSWORD),
-    )  # fmt: skip
-    return BrokerProcess(
-        root / "data",
-        extra_args=("--listener", "SASL_SSL://127.0.0.1:0", "--tls-self-signed",
-                    str(root / "tls")),
-    ).start()  # fmt: skip
+    broker = sasl_ssl_process.start(root)
+    sasl_ssl_process.add_user(broker, USER, PASSWORD, "--mechanism", "SCRAM-SHA-256")
+    return broker
 
 
-def _settings(root: Path, password: str = PASSWORD) -> dict[str, str]:
-    return {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
-        "sasl.username": USER, "sasl.password": password,
-        "ssl.ca.location": str(root / "tls" / "ca.pem"),
-    }  # fmt: skip
+def _settings(broker: BrokerProcess, password: str = PASSWORD) -> dict[str, str]:
+    return sasl_ssl_process.settings(broker, USER, password, "SCRAM-SHA-256")
 
 
 def test_proxy_loses_a_produce_response_inside_tls(tmp_path: Path, topic: str) -> None:
     broker = _broker(tmp_path)
     try:
-        settings = _settings(tmp_path)
+        settings = _settings(broker)
         tls, proxied = proxy_tls(settings, tmp_path / "proxy-tls")
         assert tls is not None
         # Behind the proxy, clients trust its CA, not the broker's.
@@ -64,7 +53,7 @@ def test_proxy_loses_a_produce_response_inside_tls(tmp_path: Path, topic: str) -
 def test_sasl_through_the_proxy_is_checked_by_the_broker(tmp_path: Path, topic: str) -> None:
     broker = _broker(tmp_path)
     try:
-        tls, proxied = proxy_tls(_settings(tmp_path, "wrong"), tmp_path / "proxy-tls")
+        tls, proxied = proxy_tls(_settings(broker, "wrong"), tmp_path / "proxy-tls")
         with KafkaProxy(broker.bootstrap, tls=tls) as proxy:
             errors: list[KafkaError] = []
             producer = Producer({**proxied, "bootstrap.servers": proxy.bootstrap,

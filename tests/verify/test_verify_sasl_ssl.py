@@ -6,50 +6,34 @@ must have logged in over TLS as that user for the verdicts to be reached."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, Producer
 
+import sasl_ssl_process
 from onceflow.testing import BrokerProcess
+from sasl_ssl_process import onceflow as _onceflow
 
 USER, PASSWORD = "verifier", "verifier-password"
 OUTSIDER = "outsider"
 ORDERS = 120
 
 
-def _onceflow(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onceflow", *args],
-        input=stdin, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    root = tmp_path_factory.mktemp("verify-sasl-ssl")
-    process = BrokerProcess(
-        root / "data",
-        extra_args=("--listener", "SASL_SSL://127.0.0.1:0", "--tls-self-signed",
-                    str(root / "tls"), "--acls", "--super-user", f"User:{USER}"),
-    ).start()  # fmt: skip
+    process = sasl_ssl_process.start(
+        tmp_path_factory.mktemp("verify-sasl-ssl"), "--acls", "--super-user", f"User:{USER}"
+    )
     for name in (USER, OUTSIDER):
-        added = _onceflow("users", "add", name, "--mechanism", "SCRAM-SHA-512",
-                          "--data-dir", str(process.data_dir), stdin=PASSWORD + "\n")  # fmt: skip
-        assert added.returncode == 0, added.stderr
+        sasl_ssl_process.add_user(process, name, PASSWORD, "--mechanism", "SCRAM-SHA-512")
     yield process
     process.stop()
 
 
 def _settings(broker: BrokerProcess, user: str = USER) -> dict[str, str]:
-    return {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": user, "sasl.password": PASSWORD,
-        "ssl.ca.location": str(broker.data_dir.parent / "tls" / "ca.pem"),
-    }  # fmt: skip
+    return sasl_ssl_process.settings(broker, user, PASSWORD)
 
 
 def test_the_acls_let_only_the_verify_user_write(broker: BrokerProcess, topic: str) -> None:
