@@ -199,12 +199,15 @@ def security_of(settings: Mapping[str, str]) -> ClientSecurity:
 
 
 def tls_context(settings: Mapping[str, str]) -> ssl.SSLContext:
-    """A client SSL context from librdkafka's ``ssl.*`` settings: the CA file or
-    directory (default: the system's), an optional client certificate and key, and
-    hostname checking unless ``ssl.endpoint.identification.algorithm=none``."""
+    """A client SSL context from librdkafka's ``ssl.*`` settings: the CA (``ssl.ca.pem``,
+    or the file or directory of ``ssl.ca.location``; default: the system's), an optional
+    client certificate and key, and hostname checking unless
+    ``ssl.endpoint.identification.algorithm=none``."""
     ca = settings.get("ssl.ca.location")
     try:
-        if ca in (None, "probe"):
+        if "ssl.ca.pem" in settings:
+            context = ssl.create_default_context(cadata=settings["ssl.ca.pem"])
+        elif ca in (None, "probe"):
             context = ssl.create_default_context()
         elif Path(ca).is_dir():
             context = ssl.create_default_context(capath=ca)

@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, Producer
 
 import sasl_ssl_process
+from onceflow.broker.security.tls import make_authority
 from onceflow.testing import BrokerProcess
 from onceflow.verify.proxy import PRODUCE, KafkaProxy
 from onceflow.verify.run import proxy_tls
@@ -75,6 +76,11 @@ def test_plaintext_settings_need_no_proxy_tls(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
 def test_tls_settings_get_a_proxy_certificate(tmp_path: Path, protocol: str) -> None:
-    tls, proxied = proxy_tls({"security.protocol": protocol, "sasl.mechanism": "PLAIN",
-                              "sasl.username": "u", "sasl.password": "p"}, tmp_path)  # fmt: skip
+    ca = make_authority("the cluster's CA").pem().decode()
+    tls, proxied = proxy_tls({"security.protocol": protocol, "ssl.ca.pem": ca}, tmp_path)
     assert tls is not None and Path(proxied["ssl.ca.location"]).is_file()
+    # The clients behind the proxy trust only its CA; the proxy trusts the cluster's.
+    assert "ssl.ca.pem" not in proxied
+    assert [c["subject"] for c in tls.client.get_ca_certs()] == [
+        ((("organizationName", "onceflow"),), (("commonName", "the cluster's CA"),))
+    ]

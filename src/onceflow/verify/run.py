@@ -388,7 +388,8 @@ def proxy_tls(
     upstream = tls_context(settings)
     files = write_self_signed(directory)
     tls = ProxyTls(server_context(TlsConfig(files.certfile, files.keyfile)), upstream)
-    return tls, {**settings, "ssl.ca.location": str(files.ca_file)}
+    behind = {k: v for k, v in settings.items() if k != "ssl.ca.pem"}
+    return tls, {**behind, "ssl.ca.location": str(files.ca_file)}
 
 
 def target_of(bootstrap: str | None) -> Target:
