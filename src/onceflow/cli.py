@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from onceflow import client_settings
 from onceflow import commands as operator_commands
 from onceflow.broker.config import DEFAULT_SEGMENT_BYTES, BrokerConfig, FlushPolicy
 from onceflow.broker.server import Broker, BrokerStartError
@@ -206,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start an Apache Kafka cluster of N nodes (real JVMs: a JDK and the jars of "
         "`make kafka`) and verify on it, leader and coordinator kills included",
     )
+    client_settings.add_arguments(
+        verify.add_argument_group(
+            "client settings (with --bootstrap): passed to every client of the runs"
+        )
+    )
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.add_argument("--report", type=Path, help="write report.md and a PNG chart here")
     program = verify.add_argument_group(
@@ -370,6 +376,11 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.kafka_nodes and args.bootstrap:
         print("onceflow verify: --kafka-nodes and --bootstrap exclude each other", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        settings = _verify_client_settings(args)
+    except client_settings.ClientSettingsError as exc:
+        print(f"onceflow verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     target = (
         fault_registry.cluster_target(args.kafka_nodes)
         if args.kafka_nodes
@@ -384,7 +395,9 @@ def _run_verify(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
     cells = plan(guarantees, args.fault, target)
     with contextlib.ExitStack() as stack:
-        options: dict[str, Any] = {"orders": args.orders, "bootstrap": args.bootstrap}
+        options: dict[str, Any] = {
+            "orders": args.orders, "bootstrap": args.bootstrap, "client_settings": settings,
+        }  # fmt: skip
         parallel = args.parallel
         if args.kafka_nodes:
             try:
@@ -412,6 +425,18 @@ def _run_verify(args: argparse.Namespace) -> int:
     return exit_code(r.outcome for r in results)
 
 
+def _verify_client_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The client settings of ``onceflow verify``, checked before any run starts (the
+    clients they are for are on a cluster given by --bootstrap)."""
+    settings = client_settings.from_arguments(args)
+    if settings and not args.bootstrap:
+        raise client_settings.ClientSettingsError(
+            "--client-config and -X need --bootstrap: the embedded broker is PLAINTEXT"
+        )
+    client_settings.check(settings)
+    return settings
+
+
 def _run_verify_program(args: argparse.Namespace) -> int:
     import random
 
@@ -422,7 +447,9 @@ def _run_verify_program(args: argparse.Namespace) -> int:
     from onceflow.verify.blackbox import Program, verify_program
 
     problem = None
-    if not (args.input and args.output):
+    if args.client_config or args.client_settings:
+        problem = "--client-config and -X do not apply to --command: configure the program"
+    elif not (args.input and args.output):
         problem = "--command needs --input and --output"
     elif bool(args.sql) != bool(args.dsn):
         problem = "--sql and --dsn go together"

@@ -20,10 +20,14 @@ from typing import Any
 LIBRDKAFKA_LOGGER = logging.getLogger("onceflow.librdkafka")
 
 
-def client_config(conf: Mapping[str, Any]) -> dict[str, Any]:
+def client_config(
+    conf: Mapping[str, Any], settings: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """``conf`` for a confluent-kafka Producer, Consumer or AdminClient with librdkafka's
-    log lines sent to ``onceflow.librdkafka`` (a ``logger`` already in ``conf`` wins)."""
-    return {"logger": LIBRDKAFKA_LOGGER, **conf}
+    log lines sent to ``onceflow.librdkafka`` (a ``logger`` already in ``conf`` wins),
+    on top of the user's client ``settings`` (security; see ``onceflow.client_settings``),
+    which ``conf``'s own keys override."""
+    return {"logger": LIBRDKAFKA_LOGGER, **(settings or {}), **conf}
 
 
 def show_client_logs(visible: bool) -> None:

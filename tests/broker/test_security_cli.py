@@ -7,7 +7,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,41 +16,24 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 from kafka import KafkaConsumer, KafkaProducer
 
+import sasl_ssl_process
 from onceflow.testing import BrokerProcess
+from sasl_ssl_process import TIMEOUT, ca_file
+from sasl_ssl_process import onceflow as _onceflow
 
 PASSWORD = "cli-users-password"
-TIMEOUT = 60.0
-
-
-def _onceflow(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onceflow", *args],
-        input=stdin, capture_output=True, text=True, timeout=TIMEOUT,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def sasl_ssl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """A broker process whose only listener is SASL_SSL, with a self-signed CA."""
-    root = tmp_path_factory.mktemp("cli-security")
-    broker = BrokerProcess(
-        root / "data",
-        extra_args=("--listener", "SASL_SSL://127.0.0.1:0", "--tls-self-signed",
-                    str(root / "tls")),
-    )  # fmt: skip
-    broker.start()
+    broker = sasl_ssl_process.start(tmp_path_factory.mktemp("cli-security"))
     yield broker
     broker.stop()
 
 
-def _ca(broker: BrokerProcess) -> Path:
-    return broker.data_dir.parent / "tls" / "ca.pem"
-
-
 def _add_user(broker: BrokerProcess, name: str, *extra: str) -> None:
-    added = _onceflow("users", "add", name, "--data-dir", str(broker.data_dir), *extra,
-                      stdin=PASSWORD + "\n")  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    sasl_ssl_process.add_user(broker, name, PASSWORD, *extra)
 
 
 def _kcat(broker: BrokerProcess, user: str, mechanism: str, *args: str, stdin: str = "") -> Any:
@@ -60,7 +42,7 @@ def _kcat(broker: BrokerProcess, user: str, mechanism: str, *args: str, stdin: s
     return subprocess.run(
         [executable, "-b", broker.bootstrap, "-X", "security.protocol=SASL_SSL",
          "-X", f"sasl.mechanism={mechanism}", "-X", f"sasl.username={user}",
-         "-X", f"sasl.password={PASSWORD}", "-X", f"ssl.ca.location={_ca(broker)}", *args],
+         "-X", f"sasl.password={PASSWORD}", "-X", f"ssl.ca.location={ca_file(broker)}", *args],
         input=stdin, capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
 
@@ -126,7 +108,7 @@ def _kafka_python_settings(broker: BrokerProcess, user: str, mechanism: str) -> 
         "sasl_mechanism": mechanism,
         "sasl_plain_username": user,
         "sasl_plain_password": PASSWORD,
-        "ssl_cafile": str(_ca(broker)),
+        "ssl_cafile": str(ca_file(broker)),
     }
 
 
@@ -163,7 +145,7 @@ def test_aiokafka_over_sasl_ssl(sasl_ssl_broker: BrokerProcess, topic: str, mech
     _add_user(sasl_ssl_broker, "aio")
 
     async def round_trip() -> list[bytes]:
-        context = create_ssl_context(cafile=str(_ca(sasl_ssl_broker)))
+        context = create_ssl_context(cafile=str(ca_file(sasl_ssl_broker)))
         settings = {
             "bootstrap_servers": sasl_ssl_broker.bootstrap,
             "security_protocol": "SASL_SSL",

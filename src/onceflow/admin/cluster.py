@@ -11,10 +11,9 @@ transaction's coordinator.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
@@ -50,8 +49,9 @@ from onceflow.admin.report import (
     TopicSummary,
     TransactionDetail,
 )
-from onceflow.admin.wire import KafkaConnection, WireError, request_module, split_address
+from onceflow.admin.wire import KafkaConnection, WireError, request_module
 from onceflow.broker.protocol import build
+from onceflow.client_settings import ClientSecurity, ClientSettingsError, security_of
 
 FIND_COORDINATOR = 10
 WRITE_TXN_MARKERS = 27
@@ -99,12 +99,26 @@ def _result(future: Future[Any], timeout: float) -> Any:
 
 
 class Cluster:
-    """Operator requests against the cluster behind ``bootstrap``."""
+    """Operator requests against the cluster behind ``bootstrap``; ``client_settings``
+    (security.protocol, sasl.*, ssl.*: see ``onceflow.client_settings``) go to every
+    connection, librdkafka's and the raw ones."""
 
-    def __init__(self, bootstrap: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        client_settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.timeout = timeout
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _DebugLogger()})
+        settings = dict(client_settings or {})
+        try:
+            self.security = security_of(settings)
+            self.admin = AdminClient(
+                {**settings, "bootstrap.servers": bootstrap, "logger": _DebugLogger()}
+            )
+        except (ClientSettingsError, KafkaException) as exc:
+            raise AdminError(f"bad client settings: {_error_line(exc)}") from exc
         self._metadata: Any = None
         self._connections: dict[int, KafkaConnection] = {}
 
@@ -125,7 +139,9 @@ class Cluster:
         """The whole cluster's metadata (brokers, topics, leaders); never auto-creates."""
         if self._metadata is None or refresh:
             refused = (
-                _connect_error(self.bootstrap, self.timeout) if self._metadata is None else None
+                _connect_error(self.bootstrap, self.timeout, self.security)
+                if self._metadata is None
+                else None
             )
             if refused is not None:
                 raise AdminError(f"cannot reach a broker at {self.bootstrap}: {refused}")
@@ -151,7 +167,11 @@ class Cluster:
             if broker is None:
                 raise AdminError(f"broker {node_id} is not in the cluster metadata")
             try:
-                self._connections[node_id] = KafkaConnection(broker.host, broker.port, self.timeout)
+                self._connections[node_id] = KafkaConnection(
+                    broker.host, broker.port, self.timeout, security=self.security
+                )
+            except WireError as exc:
+                raise AdminError(f"broker {node_id}: {exc}") from exc
             except OSError as exc:
                 raise AdminError(
                     f"cannot connect to broker {node_id} at {broker.host}:{broker.port}: "
@@ -609,15 +629,15 @@ def _source_name(source: Any) -> str:
         return str(source)
 
 
-def _connect_error(bootstrap: str, timeout: float) -> str | None:
-    """Why no bootstrap server accepts a TCP connection, or None if one does: a quick
-    answer where librdkafka would retry until its timeout."""
+def _connect_error(bootstrap: str, timeout: float, security: ClientSecurity) -> str | None:
+    """Why no bootstrap server accepts a connection (TCP, then TLS and the SASL login
+    the settings ask for), or None if one does: a quick answer where librdkafka would
+    retry until its timeout."""
     reasons = []
     for address in bootstrap.split(","):
         try:
-            host, port = split_address(address.strip())
-            with socket.create_connection((host, port), timeout=timeout):
+            with KafkaConnection.connect(address.strip(), timeout, security):
                 return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, WireError) as exc:
             reasons.append(getattr(exc, "strerror", None) or str(exc))
     return reasons[-1] if reasons else "no address given"

@@ -2,7 +2,9 @@
 
 The operator commands use it for the APIs confluent-kafka's AdminClient does not offer
 (DescribeProducers, ListTransactions, DescribeTransactions, WriteTxnMarkers,
-DescribeLogDirs); the broker tests use it to send exactly the bytes they mean.
+DescribeLogDirs); the broker tests use it to send exactly the bytes they mean. Given a
+``ClientSecurity`` it speaks TLS and logs in with SASL PLAIN or SCRAM (SaslHandshake v1,
+then SaslAuthenticate) before any other request, as Kafka's clients do.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
 from onceflow.broker.protocol import build
+from onceflow.client_settings import ClientSecurity, SaslLogin
+from onceflow.scram import ScramClient, ScramError, ScramMechanism
 
 DEFAULT_TIMEOUT = 15.0
 CLIENT_ID = "onceflow"
 API_VERSIONS = 18
+SASL_HANDSHAKE, SASL_HANDSHAKE_VERSION = 17, 1
+SASL_AUTHENTICATE, SASL_AUTHENTICATE_VERSION = 36, 0
 # ApiVersions v0 is understood by every broker; its answer lists what else is.
 _API_VERSIONS_PROBE = 0
 
@@ -34,6 +40,11 @@ class WireError(Exception):
 
 class ConnectionClosed(WireError):
     """The broker closed the connection instead of answering."""
+
+
+class AuthenticationError(WireError):
+    """The broker refused the SASL login (or proved to be no holder of the user's
+    credential); the message is one line and never holds the password."""
 
 
 def encode_request(request: Any, correlation_id: int, client_id: str = CLIENT_ID) -> bytes:
@@ -83,21 +94,84 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 class KafkaConnection:
-    """One TCP connection speaking Kafka frames; responses are read in request order."""
+    """One TCP connection speaking Kafka frames; responses are read in request order.
+
+    With ``security``, the connection is wrapped in TLS and logged in over SASL before
+    the constructor returns; a refused login raises AuthenticationError, a TLS failure
+    ``ssl.SSLError`` (an OSError).
+    """
 
     def __init__(
-        self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT, client_id: str = CLIENT_ID
+        self,
+        host: str,
+        port: int,
+        timeout: float = DEFAULT_TIMEOUT,
+        client_id: str = CLIENT_ID,
+        security: ClientSecurity | None = None,
     ) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if security is not None and security.tls is not None:
+            try:
+                sock = security.tls.wrap_socket(sock, server_hostname=host)
+            except OSError:
+                sock.close()
+                raise
+        self.sock = sock
         self.client_id = client_id
         self._next_correlation_id = 1
         self._versions: dict[int, tuple[int, int]] | None = None
+        if security is not None and security.sasl is not None:
+            try:
+                self._log_in(security.sasl)
+            except BaseException:
+                self.close()
+                raise
 
     @classmethod
-    def connect(cls, address: str, timeout: float = DEFAULT_TIMEOUT) -> Self:
+    def connect(
+        cls,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: ClientSecurity | None = None,
+    ) -> Self:
         host, port = split_address(address)
-        return cls(host, port, timeout)
+        return cls(host, port, timeout, security=security)
+
+    def _log_in(self, login: SaslLogin) -> None:
+        handshake = request_module(SASL_HANDSHAKE, SASL_HANDSHAKE_VERSION)
+        answer = self.request(handshake.SaslHandshakeRequest(mechanism=login.mechanism))
+        if answer.error_code != 0:
+            enabled = ", ".join(answer.mechanisms) or "none"
+            raise AuthenticationError(
+                f"the broker does not offer SASL {login.mechanism} (it offers {enabled})"
+            )
+        if login.mechanism == "PLAIN":
+            self._authenticate(f"\0{login.username}\0{login.password}".encode(), login)
+            return
+        scram = ScramClient(ScramMechanism.from_name(login.mechanism), login.username,
+                            login.password)  # fmt: skip
+        try:
+            server_first = self._authenticate(scram.first(), login)
+            server_final = self._authenticate(scram.final(server_first), login)
+            scram.check(server_final)
+        except ScramError as exc:
+            raise AuthenticationError(
+                f"SASL {login.mechanism} as {login.username}: {exc}"
+            ) from None
+
+    def _authenticate(self, auth_bytes: bytes, login: SaslLogin) -> bytes:
+        m = request_module(SASL_AUTHENTICATE, SASL_AUTHENTICATE_VERSION)
+        try:
+            answer = self.request(m.SaslAuthenticateRequest(auth_bytes=auth_bytes))
+        except ConnectionClosed:
+            raise AuthenticationError(
+                f"SASL {login.mechanism} as {login.username}: the broker closed the connection"
+            ) from None
+        if answer.error_code != 0:
+            why = answer.error_message or f"error {answer.error_code}"
+            raise AuthenticationError(f"SASL {login.mechanism} as {login.username}: {why}")
+        return bytes(answer.auth_bytes)
 
     def __enter__(self) -> Self:
         return self

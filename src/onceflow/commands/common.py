@@ -1,5 +1,6 @@
-"""What every operator command shares: --bootstrap and --json, a cluster session, one
-readable error line, and tables sized to the terminal (80 columns when not a tty)."""
+"""What every operator command shares: --bootstrap, the client settings (--client-config,
+-X) and --json, a cluster session, one readable error line, and tables sized to the
+terminal (80 columns when not a tty)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from onceflow import client_settings
 from onceflow.admin.cluster import DEFAULT_TIMEOUT, AdminError, Cluster
 from onceflow.admin.report import to_json
 from onceflow.broker.security.shared_file import SharedFileError
@@ -39,7 +41,8 @@ def add_action(
     *,
     prog: str,
 ) -> argparse.ArgumentParser:
-    """A subcommand with --bootstrap, --timeout and --json that runs ``action``."""
+    """A subcommand with --bootstrap, the client settings, --timeout and --json that runs
+    ``action``."""
     parser = actions.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
     parser.add_argument(
         "--bootstrap",
@@ -52,6 +55,7 @@ def add_action(
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for each answer (default {DEFAULT_TIMEOUT:g})",
     )
+    client_settings.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=lambda args: _run(action, args, prog))
     return parser
@@ -89,9 +93,10 @@ def add_local_action(
 
 def _run(action: Action, args: argparse.Namespace, prog: str) -> int:
     try:
-        with Cluster(args.bootstrap, args.timeout) as cluster:
+        settings = client_settings.from_arguments(args)
+        with Cluster(args.bootstrap, args.timeout, settings) as cluster:
             return action(cluster, args)
-    except AdminError as exc:
+    except (AdminError, client_settings.ClientSettingsError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -79,6 +79,11 @@ class Runner:
     (``onceflow-IDENTITY``), so a restarted runner fences its crashed predecessor and
     aborts its open transaction at once.
 
+    Security: ``client_settings`` (``security.protocol``, ``sasl.*``, ``ssl.*``, in
+    librdkafka's names; see ``onceflow.client_settings``) go to every client the runner
+    makes, its consumer and each producer; ``consumer_overrides`` and
+    ``producer_overrides`` win over them, and neither may weaken the guarantee.
+
     A record whose ``process`` call raises goes, with its error, to the dead-letter
     topic (or dead-letter table of an exactly-once sink) unless ``dead_letters`` is
     False, in which case the runner stops with ``ProcessingError``.
@@ -104,6 +109,7 @@ class Runner:
         producer_overrides: dict[str, Any] | None = None,
         fault_hook: FaultHook | None = None,
         timeout: float = 30.0,
+        client_settings: Mapping[str, str] | None = None,
     ) -> None:
         if commit_every <= 0 or commit_interval_ms <= 0 or (max_poll_records or 1) <= 0:
             raise RunnerConfigError(
@@ -128,7 +134,8 @@ class Runner:
         self.fault_hook = fault_hook
         self.timeout = timeout
         self.stats = RunStats()
-        consumer_overrides = dict(consumer_overrides or {})
+        client_settings = dict(client_settings or {})
+        consumer_overrides = client_settings | dict(consumer_overrides or {})
         self.instance = instance or str(
             consumer_overrides.get("group.instance.id") or socket.gethostname()
         )
@@ -163,7 +170,9 @@ class Runner:
             self.producer_settings = {
                 "bootstrap.servers": bootstrap,
                 **producer_config(
-                    guarantee, producer_overrides, transactional_id=self.transactional_id
+                    guarantee,
+                    client_settings | dict(producer_overrides or {}),
+                    transactional_id=self.transactional_id,
                 ),
             }
         self.consumer: Consumer | None = None

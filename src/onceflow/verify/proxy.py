@@ -9,6 +9,12 @@ of its own, one listener per upstream broker, so clients keep going through it a
 bootstrap. Nothing in it is specific to onceflow's broker: it works in front of any
 Kafka-compatible cluster.
 
+In front of TLS listeners (SSL, SASL_SSL) it must read the frames, so it ends TLS on
+both sides (``ProxyTls``): clients reach it over TLS with a certificate of its own
+(they are told to trust its CA), and it reaches the brokers over TLS as the clients'
+settings say. SASL passes through untouched: SaslHandshake and SaslAuthenticate are
+Kafka frames like any other, so the broker authenticates the clients themselves.
+
 The proxy runs its own asyncio loop on a thread; the fault methods are thread-safe.
 """
 
@@ -19,6 +25,7 @@ import collections
 import dataclasses
 import io
 import logging
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -50,6 +57,15 @@ class _Rule:
     count: int  # then act on this many
     delay: float | None  # None: drop the response and reset the connection
     hits: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyTls:
+    """TLS on both sides of the proxy: ``server`` is its face to the clients, ``client``
+    how it connects to the brokers."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
 
 
 def expects_response(frame: bytes) -> bool:
@@ -135,11 +151,12 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes | None:
 class KafkaProxy:
     """Forwards Kafka connections to ``upstream`` ("host:port", or a comma-separated
     bootstrap list: one listener each, so clients can bootstrap while a node is down),
-    with injectable faults."""
+    with injectable faults; ``tls`` when the brokers' listeners speak TLS."""
 
-    def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, host: str = "127.0.0.1", tls: ProxyTls | None = None) -> None:
         self.upstreams = [_address(part) for part in upstream.split(",") if part.strip()]
         self.host = host
+        self.tls = tls
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._listeners: dict[tuple[str, int], tuple[asyncio.AbstractServer, int]] = {}
@@ -173,6 +190,15 @@ class KafkaProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        """Close a connection at once. A TLS close would first wait for the peer's
+        close_notify, and a client that never learns its connection died waits out its
+        request timeout instead of retrying on a new one."""
+        if self.tls is not None:
+            writer.transport.abort()
+        else:
+            writer.close()
+
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
 
@@ -198,7 +224,7 @@ class KafkaProxy:
         self._cut_until = self._loop.time() + seconds
         self.stats["cuts"] += 1
         for writer in list(self._connections):
-            writer.close()
+            self._drop(writer)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -208,14 +234,16 @@ class KafkaProxy:
             async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 await self._serve(upstream, reader, writer)
 
-            server = await asyncio.start_server(handle, self.host, 0)
+            server = await asyncio.start_server(
+                handle, self.host, 0, ssl=self.tls.server if self.tls else None
+            )
             port = server.sockets[0].getsockname()[1]
             self._listeners[upstream] = (server, port)
         return self._listeners[upstream][1]
 
     async def _shutdown(self) -> None:
         for writer in list(self._connections):
-            writer.close()
+            self._drop(writer)
         for server, _ in self._listeners.values():
             server.close()
 
@@ -246,13 +274,17 @@ class KafkaProxy:
     ) -> None:
         if self._loop.time() < self._cut_until:
             self.stats["refused"] += 1
-            client_writer.close()
+            self._drop(client_writer)
             return
         try:
-            broker_reader, broker_writer = await asyncio.open_connection(*upstream)
+            broker_reader, broker_writer = await asyncio.open_connection(
+                *upstream,
+                ssl=self.tls.client if self.tls else None,
+                server_hostname=upstream[0] if self.tls else None,
+            )
         except OSError:
             self.stats["upstream_unreachable"] += 1
-            client_writer.close()
+            self._drop(client_writer)
             return
         self._connections.update((client_writer, broker_writer))
         pending: collections.deque[tuple[int, int, int]] = collections.deque()
@@ -266,7 +298,7 @@ class KafkaProxy:
             for task in tasks:
                 task.cancel()
             for writer in (client_writer, broker_writer):
-                writer.close()
+                self._drop(writer)
                 self._connections.discard(writer)
 
     async def _requests(

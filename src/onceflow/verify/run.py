@@ -14,11 +14,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onceflow.broker.security.tls import TlsConfig, server_context, write_self_signed
+from onceflow.client_settings import tls_context, uses_tls
 from onceflow.guarantees import Guarantee
 from onceflow.testing import BrokerProcess, KafkaCluster
 from onceflow.verify import faults as fault_registry
@@ -33,7 +35,7 @@ from onceflow.verify.faults import (
 )
 from onceflow.verify.history import Event
 from onceflow.verify.outcome import Outcome, outcome_of
-from onceflow.verify.proxy import KafkaProxy
+from onceflow.verify.proxy import KafkaProxy, ProxyTls
 from onceflow.verify.workload import (
     PROCESS_TIMEOUT,
     CreateTopic,
@@ -375,6 +377,21 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
+def proxy_tls(
+    settings: Mapping[str, str], directory: Path
+) -> tuple[ProxyTls | None, dict[str, str]]:
+    """For client settings over TLS (SSL, SASL_SSL): the proxy's TLS (a CA and
+    certificate of its own written to ``directory``) and the settings of the clients
+    behind it, which trust that CA instead; otherwise (None, the settings unchanged)."""
+    if not uses_tls(settings):
+        return None, dict(settings)
+    upstream = tls_context(settings)
+    files = write_self_signed(directory)
+    tls = ProxyTls(server_context(TlsConfig(files.certfile, files.keyfile)), upstream)
+    behind = {k: v for k, v in settings.items() if k != "ssl.ca.pem"}
+    return tls, {**behind, "ssl.ca.location": str(files.ca_file)}
+
+
 def target_of(bootstrap: str | None) -> Target:
     """The embedded broker (None) or the cluster at ``bootstrap``."""
     return (
@@ -394,6 +411,7 @@ def verify(
     workdir: Path | None = None,
     progress: Progress | None = None,
     cluster: KafkaCluster | None = None,
+    client_settings: Mapping[str, str] | None = None,
 ) -> Result:
     """Run the order/payment pipeline with ``guarantee`` under ``faults`` and check it.
 
@@ -407,6 +425,8 @@ def verify(
     logs and database there; by default they go to a temporary directory that is
     removed. ``cluster`` runs the workload on an Apache Kafka cluster the caller started
     (onceflow.testing.KafkaCluster) and lets the cluster faults kill and pause its nodes.
+    ``client_settings`` (security.protocol, sasl.*, ssl.*) go to every client of the run;
+    over TLS the fault proxy ends TLS on both sides (see ``onceflow.verify.proxy``).
     A run that breaks (a worker hung, a fault could not be set up) comes back
     inconclusive.
     """
@@ -428,7 +448,9 @@ def verify(
         if bootstrap is None:
             broker = BrokerProcess(root / "broker-data").start()
         direct = bootstrap or broker.bootstrap  # type: ignore[union-attr]
-        proxy = KafkaProxy(direct).start()
+        settings = dict(client_settings or {})
+        tls, proxied = proxy_tls(settings, root / "proxy-tls")
+        proxy = KafkaProxy(direct, tls=tls).start()
         # The zombie's successor must still have work when the zombie resumes.
         paced = any(
             f.stage in ("live", "zombie") or f.name == "lost-produce-response" for f in chosen
@@ -437,6 +459,7 @@ def verify(
             guarantee, orders, root, proxy.bootstrap, direct, eos_sink=eos_sink,
             database_url=database_url,
             record_delay_ms=RECORD_DELAY_MS if paced else 0.0,
+            client_settings=settings, proxied_settings=proxied,
         )  # fmt: skip
         context = FaultContext(proxy, broker, cluster=cluster, workload=workload)
         run = _Run(workload, chosen, context, progress)
@@ -444,7 +467,7 @@ def verify(
             run.note("smoke-test", "no fault injected: only the set-up is checked")
         try:
             run.advance("setting up")
-            workload.setup(create_topic or admin_create_topic(direct))
+            workload.setup(create_topic or admin_create_topic(direct, settings))
             reader = workload.start_reader()
             run.advance("producing orders")
             run.produce()

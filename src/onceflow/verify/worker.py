@@ -26,7 +26,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from onceflow.client_logging import LIBRDKAFKA_LOGGER, client_config
+from onceflow.client_logging import client_config
+from onceflow.client_settings import read_properties
 from onceflow.examples.orders import build_runner, make_orders
 from onceflow.guarantees import Guarantee, producer_config
 from onceflow.processing import Record
@@ -92,6 +93,11 @@ def crash_hook(
     return hook
 
 
+def _settings(args: argparse.Namespace) -> dict[str, str]:
+    """The user's client settings (security), from the file the orchestrator wrote."""
+    return read_properties(args.client_config) if args.client_config else {}
+
+
 # -- producer ------------------------------------------------------------------------
 
 
@@ -99,7 +105,7 @@ def run_producer(args: argparse.Namespace, recorder: Recorder) -> int:
     guarantee = Guarantee.parse(args.guarantee)
     orders = make_orders(args.orders)
     todo = [orders[i] for i in json.loads(Path(args.send).read_text())]
-    overrides = {"linger.ms": 20, "message.timeout.ms": 20000}
+    overrides = _settings(args) | {"linger.ms": 20, "message.timeout.ms": 20000}
     config = {
         "bootstrap.servers": args.bootstrap,
         **producer_config(guarantee, overrides, transactional_id=args.tid),
@@ -206,6 +212,7 @@ def run_processor(args: argparse.Namespace, recorder: Recorder) -> int:
             "session.timeout.ms": SESSION_TIMEOUT_MS,
         },
         producer_overrides=producer_overrides,
+        client_settings=_settings(args),
         fault_hook=crash_hook(recorder, args.crash_at, lambda: _flush(runner), args.pause_at),
     )
     if args.record_delay_ms:
@@ -222,13 +229,15 @@ def run_reader(args: argparse.Namespace, recorder: Recorder) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "group.id": f"verify-reader-{os.getpid()}",
-            "logger": LIBRDKAFKA_LOGGER,
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+        client_config(
+            {
+                "bootstrap.servers": args.bootstrap,
+                "group.id": f"verify-reader-{os.getpid()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            },
+            _settings(args),
+        )
     )
     recording = RecordingConsumer(consumer, recorder, group="", isolation="read_committed")
     try:
@@ -251,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", choices=["producer", "processor", "reader"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--history", required=True)
+    parser.add_argument("--client-config", type=Path, help="client settings (properties)")
     parser.add_argument("--proc", required=True)
     parser.add_argument("--guarantee", default="at-least-once")
     parser.add_argument("--topic", help="a topic; the reader takes a comma-separated list")

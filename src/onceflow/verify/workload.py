@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import NewTopic
 
-from onceflow.client_logging import LIBRDKAFKA_LOGGER
+from onceflow.client_logging import client_config
+from onceflow.client_settings import write_properties
 from onceflow.examples.orders import balances, ledger, make_orders
 from onceflow.guarantees import Guarantee
 from onceflow.kafka_admin import create_topics
@@ -47,12 +48,17 @@ QUIET_LOG_LEVEL = 3
 CreateTopic = Callable[[str, int], None]
 
 
-def admin_create_topic(bootstrap: str) -> CreateTopic:
+def admin_create_topic(
+    bootstrap: str, client_settings: Mapping[str, str] | None = None
+) -> CreateTopic:
     """Create topics with the Kafka admin API (any real broker), replicated as the
     cluster's default.replication.factor says."""
 
     def create(name: str, partitions: int) -> None:
-        create_topics(bootstrap, NewTopic(name, partitions), timeout=READ_DEADLINE)
+        create_topics(
+            bootstrap, NewTopic(name, partitions), timeout=READ_DEADLINE,
+            client_settings=client_settings,
+        )  # fmt: skip
 
     return create
 
@@ -75,19 +81,22 @@ def read_all(
     *,
     row: Callable[[Message], Any] = history_row,
     deadline_seconds: float = READ_DEADLINE,
+    client_settings: Mapping[str, str] | None = None,
 ) -> list[Any]:
     """Every record of ``topic`` a ``isolation`` consumer sees, as ``row`` makes them
     (by default ``history_row``): read until each position reaches the high watermark,
     or raise TimeoutError after ``deadline_seconds``."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"verify-final-{time.monotonic_ns()}",
-            "log_level": QUIET_LOG_LEVEL,
-            "logger": LIBRDKAFKA_LOGGER,
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-        }
+        client_config(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"verify-final-{time.monotonic_ns()}",
+                "log_level": QUIET_LOG_LEVEL,
+                "enable.auto.commit": False,
+                "isolation.level": isolation,
+            },
+            client_settings,
+        )
     )
     rows: list[Any] = []
     try:
@@ -144,6 +153,9 @@ class Workload:
 
     ``client_bootstrap`` is where the workload's clients connect (the fault proxy);
     ``direct_bootstrap`` is the broker itself, used for setup and the final reads.
+    ``client_settings`` (security) go to the clients that connect directly,
+    ``proxied_settings`` to those behind the proxy (which differ in the CA they trust
+    when the proxy speaks TLS); the workers read them from owner-only files.
     """
 
     guarantee: Guarantee
@@ -156,6 +168,8 @@ class Workload:
     database_url: str | None = None
     run_id: str = field(default_factory=lambda: f"{time.time_ns():x}")
     record_delay_ms: float = 0.0
+    client_settings: dict[str, str] = field(default_factory=dict)
+    proxied_settings: dict[str, str] = field(default_factory=dict)
     _procs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -171,6 +185,13 @@ class Workload:
         self.db_path = self.workdir / "charges.db"
         self.database = self.database_url or str(self.db_path)
         self.order_list = make_orders(self.orders)
+        self._settings_files = {
+            direct: write_properties(self.workdir / f"client-{name}.properties", settings)
+            for direct, name, settings in (
+                (True, "direct", self.client_settings),
+                (False, "proxied", self.proxied_settings),
+            )
+        }
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -187,11 +208,12 @@ class Workload:
 
     # -- processes -------------------------------------------------------------------
 
-    def _command(self, role: str, proc: str, *args: str) -> list[str]:
+    def _command(self, role: str, proc: str, *args: str, direct: bool = False) -> list[str]:
         return [
             sys.executable, "-m", "onceflow.verify.worker", role,
             "--history", str(self.history_dir / f"{proc}.jsonl"), "--proc", proc,
-            "--guarantee", self.guarantee.value, *args,
+            "--guarantee", self.guarantee.value,
+            "--client-config", str(self._settings_files[direct]), *args,
         ]  # fmt: skip
 
     def history_of(self, proc: str) -> Path:
@@ -243,7 +265,7 @@ class Workload:
         """Tail the topics with read_committed while the run goes on."""
         topics = self.input_topic if self.eos_sink else f"{self.input_topic},{self.output_topic}"
         args = ["--bootstrap", self.direct_bootstrap, "--topic", topics, "--max-seconds", "300"]
-        return self._start(self._command("reader", "reader", *args), "reader")
+        return self._start(self._command("reader", "reader", *args, direct=True), "reader")
 
     def _start(self, command: list[str], proc: str) -> subprocess.Popen[str]:
         log = open(self.workdir / f"{proc}.log", "w")  # noqa: SIM115 - handed to the child
@@ -267,7 +289,9 @@ class Workload:
         topics = [self.input_topic] + ([] if self.eos_sink else [self.output_topic])
         for topic in topics:
             for isolation in ("read_committed", "read_uncommitted"):
-                rows = read_all(self.direct_bootstrap, topic, isolation)
+                rows = read_all(
+                    self.direct_bootstrap, topic, isolation, client_settings=self.client_settings
+                )
                 self.recorder.record("final_read", isolation=isolation, topic=topic, records=rows)
         if self.database_url or self.db_path.exists():
             db = open_database(self.database)
@@ -282,8 +306,9 @@ class Workload:
         records and markers after it are never delivered, so never committed past)."""
         ends: dict[int, int] = {}
         for partition, offset, *_ in read_all(
-            self.direct_bootstrap, self.input_topic, "read_committed"
-        ):
+            self.direct_bootstrap, self.input_topic, "read_committed",
+            client_settings=self.client_settings,
+        ):  # fmt: skip
             ends[partition] = max(ends.get(partition, 0), offset + 1)
         return ends
 
@@ -305,12 +330,14 @@ class Workload:
                 db.close()
             return {int(p): int(o) for p, o in rows}
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.direct_bootstrap,
-                "group.id": self.group,
-                "log_level": QUIET_LOG_LEVEL,
-                "logger": LIBRDKAFKA_LOGGER,
-            }
+            client_config(
+                {
+                    "bootstrap.servers": self.direct_bootstrap,
+                    "group.id": self.group,
+                    "log_level": QUIET_LOG_LEVEL,
+                },
+                self.client_settings,
+            )
         )
         try:
             tps = [TopicPartition(self.input_topic, p) for p in range(INPUT_PARTITIONS)]

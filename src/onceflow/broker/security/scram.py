@@ -8,50 +8,17 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import enum
-import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
 
-#: Kafka accepts SCRAM iterations in this range (and uses 4096 by default).
-MIN_ITERATIONS = 4096
-MAX_ITERATIONS = 16384
+# The shared maths lives outside the broker, for the wire client; re-exported here.
+from onceflow.scram import MAX_ITERATIONS as MAX_ITERATIONS
+from onceflow.scram import MIN_ITERATIONS as MIN_ITERATIONS
+from onceflow.scram import ScramMechanism as ScramMechanism
+
 DEFAULT_ITERATIONS = 4096
 _NONCE_BYTES = 24
-
-
-class ScramMechanism(enum.Enum):
-    """A SCRAM mechanism: its SASL name, its hash, and its code in Kafka's admin APIs."""
-
-    SCRAM_SHA_256 = ("SCRAM-SHA-256", "sha256", 1)
-    SCRAM_SHA_512 = ("SCRAM-SHA-512", "sha512", 2)
-
-    def __init__(self, sasl_name: str, hash_name: str, code: int) -> None:
-        self.sasl_name = sasl_name
-        self.hash_name = hash_name
-        self.code = code
-
-    @classmethod
-    def from_name(cls, name: str) -> ScramMechanism:
-        for mechanism in cls:
-            if mechanism.sasl_name == name.upper():
-                return mechanism
-        raise ValueError(f"unknown SCRAM mechanism {name!r} (SCRAM-SHA-256, SCRAM-SHA-512)")
-
-    @classmethod
-    def from_code(cls, code: int) -> ScramMechanism | None:
-        return next((m for m in cls if m.code == code), None)
-
-    def hmac(self, key: bytes, message: bytes) -> bytes:
-        return hmac.new(key, message, self.hash_name).digest()
-
-    def hash(self, data: bytes) -> bytes:
-        return hashlib.new(self.hash_name, data).digest()
-
-    def salted_password(self, password: str, salt: bytes, iterations: int) -> bytes:
-        """Hi(Normalize(password), salt, i): PBKDF2 with this mechanism's HMAC."""
-        return hashlib.pbkdf2_hmac(self.hash_name, password.encode(), salt, iterations)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ final class Consumers {
     private Consumers() {}
 
     static Properties settings(Args args, String isolation) {
-        Properties props = new Properties();
+        Properties props = args.clientProperties();
         props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, args.get("bootstrap"));
         props.put(ConsumerConfig.GROUP_ID_CONFIG, args.get("group"));
         props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");

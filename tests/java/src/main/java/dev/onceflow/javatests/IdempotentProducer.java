@@ -12,7 +12,8 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * with headers. Prints one "acked" line per acknowledged record (partition, offset, key)
  * and "done" with the count; exits 1 if any send failed.
  *
- * <p>Flags: --bootstrap, --topic, --count, --prefix (keys are prefix-0, prefix-1, ...).
+ * <p>Flags: --bootstrap, --topic, --count, --prefix (keys are prefix-0, prefix-1, ...),
+ * --client-config.
  */
 public final class IdempotentProducer {
     private IdempotentProducer() {}
@@ -23,7 +24,7 @@ public final class IdempotentProducer {
         int count = args.integer("count", 100);
         String prefix = args.get("prefix", "key");
 
-        Properties props = new Properties();
+        Properties props = args.clientProperties();
         props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, args.get("bootstrap"));
         props.put(ProducerConfig.ACKS_CONFIG, "all");
         props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");

@@ -31,7 +31,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  *
  * <p>Flags: --bootstrap, --input, --output, --group, --transactional-id, --pause-after N
  * (after N records are sent, pause inside the open transaction), --max-poll-records,
- * --max-poll-interval-ms, --timeout-ms.
+ * --max-poll-interval-ms, --timeout-ms, --client-config.
  */
 public final class TransactionalLoop {
     private TransactionalLoop() {}
@@ -96,7 +96,7 @@ public final class TransactionalLoop {
     }
 
     private static KafkaProducer<String, String> newProducer(Args args) {
-        Properties props = new Properties();
+        Properties props = args.clientProperties();
         props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, args.get("bootstrap"));
         props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, args.get("transactional-id"));
         props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
