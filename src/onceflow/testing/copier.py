@@ -140,6 +140,12 @@ class Copier:
             for message in batch:
                 self._produce(message)
                 offsets[message.partition()] = message.offset() + 1
+            if not self.consumer.memberid():
+                # Dropped from the group (a broker restart forgets members): offsets
+                # sent without a member id and generation go unchecked (KIP-447), and
+                # the partitions may be someone else's by now.
+                self._abort(len(batch), "not a group member")
+                return
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(self.args.input, p, o) for p, o in offsets.items()],
                 self.consumer.consumer_group_metadata(),
@@ -202,8 +208,11 @@ class Copier:
                 committed = self.consumer.committed(assigned, timeout=CALL_TIMEOUT)
                 break
             except KafkaException as exc:
-                if not exc.args[0].retriable():
-                    raise Fatal(f"offset fetch: {exc.args[0]}") from exc
+                error: KafkaError = exc.args[0]
+                # The broker may be restarting, or answer UNSTABLE_OFFSET_COMMIT until a
+                # transaction ends (librdkafka retries that within the timeout).
+                if not (error.retriable() or error.code() == KafkaError._TIMED_OUT):
+                    raise Fatal(f"offset fetch: {error}") from exc
         if committed is None:
             raise Fatal("offset fetch kept failing")
         for tp in committed:
