@@ -18,7 +18,6 @@ the session timeout plus a rebalance (``stall_limit``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -36,6 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from onceflow.client_logging import client_config
 from onceflow.testing.broker_process import BrokerProcess
+from onceflow.testing.child import close_and_wait
 from onceflow.testing.stalls import Stall, longest_stall
 
 PARTITIONS = 3
@@ -163,13 +163,7 @@ class CopierProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Close stdin: the copier finishes its transaction and leaves the group."""
-        if self.process.poll() is None and self.process.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.close()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        close_and_wait(self.process, timeout)
         self._reader.join(10)
 
 
