@@ -14,6 +14,10 @@ The verdict (``LivenessResult``): every input copied exactly once, in order per
 partition, and no stall (``onceflow.testing.stalls``: a copier owning uncopied input
 but receiving none, or all copiers receiving none while input is left) longer than
 the session timeout plus a rebalance (``stall_limit``).
+
+``workdir`` keeps the broker's data dir and log, each copier's log (librdkafka debug
+contexts from ``ONCEFLOW_COPIER_DEBUG``, e.g. ``eos,cgrp``, and the stack of a copier
+stuck in one call for 20 s) and every copier event in ``events.jsonl``.
 """
 
 from __future__ import annotations
@@ -174,6 +178,8 @@ def run_liveness(workdir: Path, records: int = 30_000, deadline: float = 180.0) 
     by ``STEP_TIMEOUT`` each.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    # The session timeout plus a rebalance, which takes at most another session timeout
+    # here: a member that does not rejoin is dropped once its session expires.
     result = LivenessResult(records=records, stall_limit=2 * SESSION_MS / 1000)
     # All copiers silent this long is a failed run already: no use waiting for more.
     give_up = 3 * result.stall_limit
