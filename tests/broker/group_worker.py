@@ -18,7 +18,6 @@ the worker's stdin.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import select
@@ -30,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from onceflow.testing.child import close_and_wait
 
 DEFAULT_WAIT = 30.0
 
@@ -194,13 +195,7 @@ class Worker:
 
     def stop(self, timeout: float = 20.0) -> int:
         """Close the consumer cleanly (it leaves the group) and wait for the exit."""
-        if self.process.poll() is None and self.process.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.close()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        close_and_wait(self.process, timeout)
         self._reader.join(5)
         self._stderr.close()
         return self.process.returncode
