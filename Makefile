@@ -55,12 +55,12 @@ demo-kafka: $(STAMP) $(KAFKA_STAMP)
 	$(PY) -m onceflow replication
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples
-	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench examples tooling
+	$(VENV)/bin/ruff format --check src tests bench examples tooling
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests bench examples
-	$(VENV)/bin/ruff check --fix src tests bench examples
+	$(VENV)/bin/ruff format src tests bench examples tooling
+	$(VENV)/bin/ruff check --fix src tests bench examples tooling
 
 test: lint system-packages $(QUIX_STAMP) $(KAFKA_STAMP) $(JAVA_TESTS_STAMP)
 	$(PY) -m pytest
