@@ -60,8 +60,13 @@ def setup_group(
     )  # fmt: skip
 
 
-def all_committed(broker: BrokerProcess, names: dict[str, str]) -> bool:
+def all_committed(broker: BrokerProcess, names: dict[str, str], eos_db: str | None = None) -> bool:
+    """Every order's position committed: in the group, or in ``eos_db`` (the database
+    of an exactly-once sink) when given."""
     ends = end_offsets(broker.bootstrap, names["orders"], PARTITIONS)
+    if eos_db is not None:
+        stored = stored_offsets(eos_db)
+        return [stored.get((names["orders"], p)) for p in range(PARTITIONS)] == ends
     return committed_offsets(broker.bootstrap, names["group"], names["orders"], PARTITIONS) == ends
 
 
@@ -162,6 +167,52 @@ def test_zombie_cannot_commit_after_its_partitions_moved(
     assert max(payments.values()) == 1, "the zombie's stale payments became visible"
     check_database(db, ORDERS, complete=True)
     assert all_committed(broker, names)
+
+
+@pytest.mark.parametrize(
+    ("eos_sink", "pause_at"),
+    [(False, "before_offsets:3"), (True, "before_commit:3")],
+    ids=["kafka-txn", "db-txn"],
+)
+def test_zombie_of_a_restarted_instance_stops_instead_of_fencing_it_back(
+    broker: BrokerProcess,
+    names: dict[str, str],
+    postgres_server: PostgresServer,
+    eos_sink: bool,
+    pause_at: str,
+) -> None:
+    db = postgres_server.new_database()
+    run = setup_group(broker, names, "exactly-once", db, eos_sink)
+    # Both are instance a: one identity, so one group.instance.id and one transactional
+    # id, as a supervisor's restart of a process it wrongly thought dead would have.
+    zombie = run.start("--instance", "a", "--pause-at", pause_at, "--work-ms", "2", "--idle", "3")
+    successor: subprocess.Popen[str] | None = None
+    try:
+        wait_until(lambda: stopped(zombie.pid), "a pauses", alive=[zombie])
+        successor = run.start("--instance", "a", "--idle", "4")
+        wait_until(
+            lambda: all_committed(broker, names, db if eos_sink else None),
+            "the successor commits every order",
+            alive=[successor],
+        )
+        os.kill(zombie.pid, signal.SIGCONT)
+        _, zombie_err = zombie.communicate(timeout=60)
+        successor_stats = finish(successor)
+    finally:
+        kill(zombie, successor)
+
+    # The zombie stopped, saying why, instead of rebuilding its producer or rejoining...
+    assert zombie.returncode == 1, zombie_err[-3000:]
+    assert "InstanceFencedError: fenced by its own identity" in zombie_err, zombie_err[-3000:]
+    # ...so its successor was never fenced back.
+    assert successor_stats["producer_rebuilds"] == 0, successor_stats
+    assert successor_stats["rejoins"] == 0 and successor_stats["errors"] == [], successor_stats
+    assert successor_stats["processed"] > 0
+    check_database(db, ORDERS, complete=True)
+    if not eos_sink:
+        payments = payment_counts(broker.bootstrap, names["payments"])
+        assert set(payments) == ORDER_IDS, "a payment was lost"
+        assert max(payments.values()) == 1, "the zombie's stale payments became visible"
 
 
 class OffsetWatch:
@@ -269,9 +320,7 @@ def test_cooperative_rebalances_with_three_members_joining_and_leaving(
     # Plain INSERTs in the exactly-once sink: a record applied twice would have failed.
     check_database(db, ORDERS, complete=True)
     if eos_sink:
-        ends = end_offsets(broker.bootstrap, names["orders"], PARTITIONS)
-        stored = stored_offsets(db)
-        assert [stored.get((names["orders"], p)) for p in range(PARTITIONS)] == ends
+        assert all_committed(broker, names, db)
         return
     payments = payment_counts(broker.bootstrap, names["payments"])
     assert set(payments) == ORDER_IDS, "a payment was lost in a cooperative rebalance"

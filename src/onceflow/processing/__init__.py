@@ -1,6 +1,7 @@
 """Processing runtime: at-most-once, at-least-once and exactly-once runners and sinks."""
 
 from onceflow.processing.errors import (
+    InstanceFencedError,
     PartitionsFencedError,
     ProcessingError,
     ProducerFencedError,
@@ -23,6 +24,7 @@ __all__ = [
     "DatabaseSink",
     "ExactlyOnceSink",
     "IdempotentSink",
+    "InstanceFencedError",
     "Message",
     "Output",
     "PartitionsFencedError",

@@ -22,7 +22,11 @@ from onceflow.processing.crashpoints import (
     BEFORE_OFFSETS,
     RECORD_PROCESSED,
 )
-from onceflow.processing.errors import PartitionsFencedError, ProducerFencedError
+from onceflow.processing.errors import (
+    InstanceFencedError,
+    PartitionsFencedError,
+    ProducerFencedError,
+)
 from onceflow.processing.records import Record
 from onceflow.processing.sinks.sink import DatabaseSink, TopicPartitionKey
 from onceflow.processing.stats import RunStats
@@ -88,6 +92,10 @@ class Loop(Protocol):
 
     def request_rejoin(self) -> None:
         """Leave the group and join again once the current call returns."""
+        ...
+
+    def identity_taken(self) -> InstanceFencedError:
+        """The error to stop with when a newer runner holds this one's identity."""
         ...
 
     def take_delivery_failures(self) -> list[KafkaError]:
@@ -201,6 +209,9 @@ class CommitPolicy:
             consumer.commit(offsets=_offsets(positions), asynchronous=False)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
+            if error.code() == KafkaError.FENCED_INSTANCE_ID:
+                # A restart of this instance took the membership: stop, never rejoin.
+                raise self.runner.identity_taken() from exc
             if error.code() not in STALE_ASSIGNMENT:
                 raise
             log.warning("offset commit refused, the assignment is stale: %s", error)
@@ -380,6 +391,8 @@ class KafkaTransactions(CommitPolicy):
     def _recover(self, exc: KafkaException) -> None:
         error: KafkaError = self._root_cause(exc.args[0])
         self.runner.stats.errors.append(error.name())
+        if error.code() == KafkaError.FENCED_INSTANCE_ID:
+            raise self.runner.identity_taken() from exc
         if error.txn_requires_abort():
             log.warning("aborting transaction after abortable error: %s", error)
             try:
@@ -395,8 +408,10 @@ class KafkaTransactions(CommitPolicy):
         """Fenced, fatal or of unknown outcome: this producer is done. Build a new one
         (its init_transactions makes the coordinator finish the old transaction), join
         the group again as a new member and start over from the committed positions;
-        repeated failures are surfaced, never swallowed."""
-        log.error("transactional producer failed (%s); rebuilding it and rejoining", error)
+        repeated failures are surfaced, never swallowed. If the group says a newer
+        runner holds this one's identity (it fenced this producer), the runner stops
+        with ``InstanceFencedError`` instead: a new producer would fence it back."""
+        log.error("transactional producer failed (%s); rebuilding it unless replaced", error)
         self.rebuilds_in_a_row += 1
         if self.rebuilds_in_a_row > MAX_REBUILDS:
             raise ProducerFencedError(

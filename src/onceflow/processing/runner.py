@@ -26,7 +26,8 @@ from confluent_kafka import (
 
 from onceflow.client_logging import client_config
 from onceflow.guarantees import Guarantee, consumer_config, producer_config
-from onceflow.processing.errors import ProcessingError, RunnerConfigError
+from onceflow.processing.errors import InstanceFencedError, ProcessingError, RunnerConfigError
+from onceflow.processing.membership import Membership, membership
 from onceflow.processing.policies import policy_for
 from onceflow.processing.records import Message, Output, Record, Row
 from onceflow.processing.sinks.sink import DatabaseSink, TopicPartitionKey
@@ -53,6 +54,14 @@ def stable_identity(group: str, source: str, instance: str) -> str:
     return f"{identity[: _MAX_IDENTITY - len(digest) - 1]}-{digest}"
 
 
+def _fenced_instance(error: KafkaError) -> bool:
+    """Whether a consumer error says another member took this one's group.instance.id;
+    librdkafka raises it as a fatal error that names the broker's error only in text."""
+    return error.code() == KafkaError.FENCED_INSTANCE_ID or (
+        error.code() == KafkaError._FATAL and "same group.instance.id" in error.str()
+    )
+
+
 class Runner:
     """Consume ``source`` as ``group``, call ``process`` per record, deliver its outputs.
 
@@ -69,7 +78,9 @@ class Runner:
     whichever comes first; one poll returns at most ``max_poll_records`` (default:
     ``commit_every``). Under exactly-once, an abortable error aborts the transaction and
     seeks back to the committed positions; a fenced or fatal one closes the producer,
-    builds a new one and joins the group again as a new member (``RunStats`` counts it).
+    builds a new one and joins the group again as a new member (``RunStats`` counts it),
+    unless a newer runner with the same identity took its place in the group: then it
+    stops with ``InstanceFencedError`` instead of fencing that runner back.
 
     Identity: ``instance`` names this runner among the runners of its group (default:
     the host name; two runners of one group on one host need different names). The
@@ -269,6 +280,9 @@ class Runner:
 
     def _rejoin(self) -> None:
         self._rejoin_requested = False
+        if self.consumer_settings.get("group.instance.id") is not None:
+            # Joining with a static id takes the membership from whoever holds it now.
+            self.check_identity()
         log.warning("closing the consumer and joining group %s again", self.group)
         self._close_consumer()
         self._assigned_at = None
@@ -285,8 +299,26 @@ class Runner:
                 # A fenced producer cannot flush; the error that fenced it was raised.
                 log.error("producer flush on close failed: %s", exc)
 
+    def check_identity(self) -> Membership:
+        """Ask the group coordinator whether this runner is still its group's member;
+        raise ``InstanceFencedError`` if a newer runner holds its identity."""
+        member_id = (self.consumer.memberid() if self.consumer is not None else None) or ""
+        state = membership(self.consumer_settings, member_id, timeout=self.timeout)
+        if state is Membership.REPLACED:
+            raise self.identity_taken()
+        return state
+
+    def identity_taken(self) -> InstanceFencedError:
+        """The error to stop with: a newer runner holds this one's identity (counted)."""
+        self.stats.errors.append("FENCED_INSTANCE_ID")
+        instance_id = self.consumer_settings.get("group.instance.id")
+        return InstanceFencedError(self.identity, self.group, instance_id)
+
     def rebuild_producer(self) -> None:
-        """Close the producer and build a new one; its transaction, if any, is lost."""
+        """Close the producer and build a new one; its transaction, if any, is lost.
+
+        A new transactional producer fences every other holder of the transactional id,
+        so it is built only while no newer runner holds this runner's identity."""
         old, self.producer = self.producer, None
         if old is not None:
             try:
@@ -300,6 +332,8 @@ class Runner:
             except KafkaException as exc:
                 log.info("closing the failed producer: %s", exc)
         self.take_delivery_failures()
+        if self.transactional_id is not None:
+            self.check_identity()
         self.producer = self.new_producer()
         self.stats.producer_rebuilds += 1
 
@@ -352,10 +386,11 @@ class Runner:
             error = message.error()
             if error is None:
                 records.append(Record.from_kafka(message))
+            elif _fenced_instance(error):
+                raise self.identity_taken() from KafkaException(error)
             elif error.fatal() or error.code() == KafkaError._FATAL:
-                # A fatal consumer error (e.g. a static member fenced by another with its
-                # group.instance.id) arrives as _FATAL with fatal() unset: nothing more
-                # will be consumed, so stop and let the supervisor restart the runner.
+                # A fatal consumer error arrives as _FATAL with fatal() unset: nothing
+                # more will be consumed, so stop and let the supervisor restart the runner.
                 raise KafkaException(error)
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error)

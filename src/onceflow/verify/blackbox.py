@@ -64,6 +64,10 @@ FIRST_OUTPUT_SECONDS = 60.0  # bound on the program's start-up (group join inclu
 # (under load) is not taken for finished.
 QUIET_SECONDS = 12.0
 FINISH_SECONDS = 90.0
+# Bound on an open transaction holding back the output once the instances stopped:
+# past librdkafka's default transaction.timeout.ms (60 s), after which the broker aborts
+# a transaction its (killed) producer left open.
+SETTLE_SECONDS = 70.0
 STOP_SECONDS = 15.0
 UNEXPECTED_RESTARTS = 5  # restarts of instances that died by themselves
 WRITE_SECONDS = 30.0
@@ -271,6 +275,33 @@ class _OutputSize:
         self._consumer.close()
 
 
+def held_back(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """The partitions of ``topic`` whose last stable offset is below the high watermark
+    (an open transaction hides what follows it from read_committed readers, whose end
+    offsets are the LSO), each with (LSO, high watermark)."""
+    ends: dict[str, list[int]] = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "onceflow-verify-watch",
+                             "isolation.level": isolation,
+                             "log_level": ORCHESTRATOR_LOG_LEVEL})  # fmt: skip
+        try:
+            ends[isolation] = [
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                for p in range(PARTITIONS)
+            ]
+        finally:
+            consumer.close()
+    pairs = zip(ends["read_committed"], ends["read_uncommitted"], strict=True)
+    return {p: (lso, hw) for p, (lso, hw) in enumerate(pairs) if lso < hw}
+
+
+def _settled(bootstrap: str, topic: str) -> bool:
+    try:
+        return not held_back(bootstrap, topic)
+    except KafkaException:
+        return False  # the broker is restarting: not yet
+
+
 def _until(predicate: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -476,21 +507,29 @@ def verify_program(
         doubts += instances.unexpected
         doubts += instances.stop()
         committed = committed_positions(direct, program.input_topic)
+        # A transaction a killed instance left open hides the outputs after it until
+        # the broker aborts it: judging before that would call them lost.
+        settled = _until(lambda: _settled(direct, program.output_topic), SETTLE_SECONDS)
+        if not settled:
+            doubts.append(f"an open transaction still held back the output after "
+                          f"{SETTLE_SECONDS:.0f}s: what follows it is neither visible nor "
+                          "aborted yet")  # fmt: skip
         try:
             output = read_all(direct, program.output_topic, "read_committed",
                               row=_output_key(program.key_header))  # fmt: skip
         except TimeoutError as exc:
             doubts.append(f"the output never settled: {exc}")
-            output = []
+            output, settled = [], False
         applied = query_keys(program.sql, program.dsn) if program.sql and program.dsn else None
         # Inputs past the program's committed positions were never claimed done: if
         # they are missing the program did not finish, which is not loss.
+        # An output that never settled may hold any missing input's output: none is lost.
         unclaimed = {
             key for key, (partition, offset) in writer.where.items()
-            if committed and offset >= committed.get(partition, 0)
+            if not settled or (committed and offset >= committed.get(partition, 0))
         }  # fmt: skip
         missing = unclaimed - set(output)
-        if missing:
+        if missing and settled:
             doubts.append(f"{len(missing)} inputs past the committed positions were never "
                           "processed: the program did not finish")  # fmt: skip
         claimed = [key for key in writer.written if key not in missing]

@@ -30,9 +30,9 @@ import struct
 import threading
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
-from kio.index import load_response_schema
+from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i32
 
@@ -46,6 +46,8 @@ _INT16 = struct.Struct(">h")
 PRODUCE, METADATA, FIND_COORDINATOR = 0, 3, 10
 PRODUCE_FLEXIBLE_FROM = 9
 MAX_FRAME = 256 * 1024 * 1024
+# A request awaiting its response: API key, version, correlation id, rewriter's context.
+_Pending = tuple[int, int, int, Any]
 
 
 @dataclasses.dataclass
@@ -94,8 +96,9 @@ def expects_response(frame: bytes) -> bool:
 
 
 @cache
-def _codec(api_key: int, version: int) -> tuple[Any, Any, Any, Any]:
-    schema = load_response_schema(api_key, version)
+def _codec(kind: str, api_key: int, version: int) -> tuple[Any, Any, Any, Any]:
+    load = load_request_schema if kind == "request" else load_response_schema
+    schema = load(api_key, version)
     header = schema.__header_schema__
     return (
         entity_reader(header),
@@ -103,6 +106,36 @@ def _codec(api_key: int, version: int) -> tuple[Any, Any, Any, Any]:
         entity_writer(header),
         entity_writer(schema),
     )
+
+
+def decode(kind: str, api_key: int, version: int, frame: bytes) -> tuple[Any, Any]:
+    """The header and body of a ``kind`` ("request" or "response") frame (no size)."""
+    read_header, read_body, _, _ = _codec(kind, api_key, version)
+    header, used = read_header(frame, 0)
+    body, _ = read_body(frame, used)
+    return header, body
+
+
+def encode(kind: str, api_key: int, version: int, header: Any, body: Any) -> bytes:
+    """A ``kind`` frame (without size) from the header and body ``decode`` gave."""
+    _, _, write_header, write_body = _codec(kind, api_key, version)
+    buffer = io.BytesIO()
+    write_header(buffer, header)
+    write_body(buffer, body)
+    return buffer.getvalue()
+
+
+class Rewriter(Protocol):
+    """Changes requests on their way to the broker and their responses on the way back
+    (the proxy's loop calls it, one frame at a time)."""
+
+    def request(self, api_key: int, version: int, frame: bytes) -> tuple[bytes, Any]:
+        """The frame to send instead, and what ``response`` needs to know of it."""
+        ...
+
+    def response(self, api_key: int, version: int, frame: bytes, context: Any) -> bytes:
+        """The response frame to hand the client instead."""
+        ...
 
 
 def _readdress(api_key: int, body: Any, address: Callable[[str, int], tuple[str, int]]) -> Any:
@@ -124,13 +157,8 @@ def rewrite_addresses(
 ) -> bytes:
     """A Metadata or FindCoordinator response frame (without size) with every broker
     address passed through ``address``."""
-    read_header, read_body, write_header, write_body = _codec(api_key, version)
-    header, used = read_header(frame, 0)
-    body, _ = read_body(frame, used)
-    buffer = io.BytesIO()
-    write_header(buffer, header)
-    write_body(buffer, _readdress(api_key, body, address))
-    return buffer.getvalue()
+    header, body = decode("response", api_key, version, frame)
+    return encode("response", api_key, version, header, _readdress(api_key, body, address))
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -151,9 +179,16 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes | None:
 class KafkaProxy:
     """Forwards Kafka connections to ``upstream`` ("host:port", or a comma-separated
     bootstrap list: one listener each, so clients can bootstrap while a node is down),
-    with injectable faults; ``tls`` when the brokers' listeners speak TLS."""
+    with injectable faults; ``tls`` when the brokers' listeners speak TLS; ``rewriter``
+    changes requests and responses on the way."""
 
-    def __init__(self, upstream: str, host: str = "127.0.0.1", tls: ProxyTls | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        host: str = "127.0.0.1",
+        tls: ProxyTls | None = None,
+        rewriter: Rewriter | None = None,
+    ) -> None:
         self.upstreams = [_address(part) for part in upstream.split(",") if part.strip()]
         self.host = host
         self.tls = tls
@@ -164,6 +199,7 @@ class KafkaProxy:
         self._rules: list[_Rule] = []
         self._cut_until = 0.0
         self.stats: collections.Counter[str] = collections.Counter()
+        self.rewriter = rewriter
         self.bootstrap = ""
 
     # -- lifecycle ------------------------------------------------------------------
@@ -287,7 +323,7 @@ class KafkaProxy:
             self._drop(client_writer)
             return
         self._connections.update((client_writer, broker_writer))
-        pending: collections.deque[tuple[int, int, int]] = collections.deque()
+        pending: collections.deque[_Pending] = collections.deque()
         tasks = [
             asyncio.create_task(self._requests(client_reader, broker_writer, pending)),
             asyncio.create_task(self._responses(broker_reader, client_writer, pending)),
@@ -305,14 +341,17 @@ class KafkaProxy:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        pending: collections.deque[tuple[int, int, int]],
+        pending: collections.deque[_Pending],
     ) -> None:
         while (frame := await _read_frame(reader)) is not None:
             if len(frame) < _HEADER.size:
                 return
             api_key, version, correlation = _HEADER.unpack_from(frame)
+            context = None
+            if self.rewriter is not None:
+                frame, context = self.rewriter.request(api_key, version, frame)
             if expects_response(frame):
-                pending.append((api_key, version, correlation))
+                pending.append((api_key, version, correlation, context))
             writer.write(_SIZE.pack(len(frame)) + frame)
             await writer.drain()
 
@@ -331,12 +370,12 @@ class KafkaProxy:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        pending: collections.deque[tuple[int, int, int]],
+        pending: collections.deque[_Pending],
     ) -> None:
         while (frame := await _read_frame(reader)) is not None:
             if not pending:
                 return  # a response nobody asked for: the stream is not Kafka
-            api_key, version, correlation = pending.popleft()
+            api_key, version, correlation, context = pending.popleft()
             rule = self._rule_for(api_key)
             if rule is not None and rule.delay is None:
                 self.stats[f"lost:{api_key}"] += 1
@@ -345,6 +384,8 @@ class KafkaProxy:
             if rule is not None and rule.delay is not None:
                 self.stats[f"delayed:{api_key}"] += 1
                 await asyncio.sleep(rule.delay)
+            if self.rewriter is not None:
+                frame = self.rewriter.response(api_key, version, frame, context)
             if api_key in (METADATA, FIND_COORDINATOR):
                 await self._ensure_listeners(api_key, version, frame)
                 frame = rewrite_addresses(api_key, version, frame, self._proxied)

@@ -22,6 +22,7 @@ from typing import Any
 from onceflow.broker.security.tls import TlsConfig, server_context, write_self_signed
 from onceflow.client_settings import tls_context, uses_tls
 from onceflow.guarantees import Guarantee
+from onceflow.processing.errors import InstanceFencedError
 from onceflow.testing import BrokerProcess, KafkaCluster
 from onceflow.verify import faults as fault_registry
 from onceflow.verify import history
@@ -54,8 +55,8 @@ QUIET_SECONDS = 6.0  # no progress for this long (after the faults): the work is
 STOP_SECONDS = 30.0  # a worker that has not stopped this long after SIGTERM is hung
 WORKER_RESTARTS = 3  # restarts of a last worker that died of an error
 RECORD_DELAY_MS = 4.0  # pace of the last worker when live faults must land mid-stream
-# Bound on the zombie's successor getting the partitions: the zombie's session (6 s)
-# must expire first.
+# Bound on the zombie's successor getting the partitions and processing (it takes the
+# zombie's static membership at once; a rebalance may still have to run).
 TAKEOVER_SECONDS = 45.0
 Progress = Callable[[str, int, int], None]
 # What librdkafka calls a producer fenced by a newer one with its transactional id.
@@ -63,6 +64,8 @@ FENCED = "_FENCED"
 # What librdkafka says when a static member is fenced by one with its group.instance.id:
 # a successor of the same instance, or a rejoin after a coordinator moved mid-join.
 FENCED_INSTANCE = "fenced by other consumer with same group.instance.id"
+# What the runtime raises when it finds a newer runner holding its identity.
+FENCED_BY_OWN_IDENTITY = InstanceFencedError.__name__
 
 
 class RunError(RuntimeError):
@@ -194,7 +197,7 @@ class _Run:
         successor share a transactional id, and whichever is older is fenced)."""
         log = self.workload.log_tail(proc, chars=100_000)
         detail = f"{proc} exited {code}: {_last_line(log)}"
-        if FENCED in log or FENCED_INSTANCE in log:
+        if any(sign in log for sign in (FENCED, FENCED_INSTANCE, FENCED_BY_OWN_IDENTITY)):
             self.note("worker-fenced", detail)
         else:
             self.doubt("worker-failure", detail)
@@ -261,11 +264,10 @@ class _Run:
         if zombie.poll() is not None:
             raise RunError(f"{zproc} exited {zombie.returncode} before pausing at {point}:\n"
                            f"{w.log_tail(zproc)}")  # fmt: skip
-        # The same transactional id (the run's one pipeline instance), so the successor's
-        # init_transactions fences the zombie's producer; another static member id, as
-        # the same one would fence the zombie's consumer outright, a different (easier)
-        # fault that needs no session timeout to pass.
-        proc, process = w.start_processor(idle=WORKER_IDLE, instance="b")
+        # A restart of the same instance, as a supervisor makes it: the same identity, so
+        # the successor's init_transactions fences the zombie's producer and its join
+        # takes the zombie's static membership (group.instance.id) with its partitions.
+        proc, process = w.start_processor(idle=WORKER_IDLE)
         target = LIVE_FAULT_EVERY
         took_over = wait_for(
             lambda: (
@@ -279,8 +281,8 @@ class _Run:
                            f"{w.log_tail(proc)}")  # fmt: skip
         self.note(
             fault.name,
-            f"{zproc} stopped at {point} past its session timeout; resumed after {proc} "
-            f"took its partitions and processed {target} records",
+            f"{zproc} stopped at {point}; resumed after {proc}, a restart with its "
+            f"identity, took its partitions and processed {target} records",
         )
         return proc, process
 

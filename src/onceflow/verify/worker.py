@@ -51,7 +51,7 @@ def crash(recorder: Recorder, point: str) -> None:
 
 def pause(recorder: Recorder, point: str) -> None:
     """Record the pause, then stop this process (SIGSTOP) until the orchestrator sends
-    SIGCONT: a zombie, alive but silent past its session timeout."""
+    SIGCONT: a zombie, alive but silent while the others move on."""
     recorder.record("fault", name="pause", detail=point)  # flushed as it is written
     os.kill(os.getpid(), signal.SIGSTOP)
 

@@ -180,7 +180,9 @@ class Workload:
         self.output_topic = f"verify-{self.run_id}-payments"
         self.group = f"verify-{self.run_id}-charger"
         # One pipeline instance, restarted: every worker of the run shares its
-        # transactional id, so a successor's init_transactions fences its predecessor.
+        # group.instance.id and transactional id, so a successor's join and
+        # init_transactions fence its predecessor.
+        self.instance = f"{self.group}-a"
         self.transactional_id = f"{self.group}-instance"
         self.db_path = self.workdir / "charges.db"
         self.database = self.database_url or str(self.db_path)
@@ -240,15 +242,15 @@ class Workload:
         *,
         crash_at: str | None = None,
         pause_at: str | None = None,
-        instance: str = "a",
         idle: float = 2.0,
     ) -> tuple[str, subprocess.Popen[str]]:
-        """Start one pipeline worker; (its name, the process)."""
+        """Start one pipeline worker; (its name, the process). Every worker is the same
+        pipeline instance, restarted: one group.instance.id, one transactional id."""
         proc = f"processor-{next(self._procs)}"
         args = [
             "--bootstrap", self.client_bootstrap, "--db", self.database,
             "--source", self.input_topic, "--payments", self.output_topic,
-            "--group", self.group, "--instance", f"{self.group}-{instance}",
+            "--group", self.group, "--instance", self.instance,
             "--transactional-id", self.transactional_id,
             "--idle", str(idle), "--max-seconds", str(PROCESS_TIMEOUT - 10),
             "--record-delay-ms", str(self.record_delay_ms),

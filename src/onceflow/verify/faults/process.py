@@ -56,8 +56,9 @@ register(
 ZOMBIE = register(
     Fault(
         "zombie",
-        "worker paused (SIGSTOP) past its session timeout with work uncommitted, "
-        "resumed (SIGCONT) after its successor took its partitions and processed",
+        "worker paused (SIGSTOP) with work uncommitted while a restart of the same "
+        "instance takes its identity and partitions, resumed (SIGCONT) after that "
+        "successor processed",
         "zombie",
         # At most once: right after committing a batch it has not processed yet.
         crash_at={

@@ -12,9 +12,10 @@ A fault acts at one of four stages of a run:
   next one takes over from what was committed;
 - ``live``: while the last worker is mid-stream (broker kill -9, network cut, lost
   acknowledgement of the worker's own writes);
-- ``zombie``: the last worker stops itself (SIGSTOP) at a commit point, stays silent
-  past its session timeout while a second worker takes its partitions and processes,
-  then is resumed (SIGCONT) and tries to finish what it started.
+- ``zombie``: the last worker stops itself (SIGSTOP) at a commit point and stays silent
+  while a restart of the same instance (same group.instance.id and transactional id)
+  takes its membership and partitions and processes, then is resumed (SIGCONT) and
+  tries to finish what it started.
 """
 
 from __future__ import annotations

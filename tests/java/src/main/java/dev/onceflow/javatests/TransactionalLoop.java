@@ -6,6 +6,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -31,27 +32,50 @@ import org.apache.kafka.common.serialization.StringSerializer;
  *
  * <p>Flags: --bootstrap, --input, --output, --group, --transactional-id, --pause-after N
  * (after N records are sent, pause inside the open transaction), --max-poll-records,
- * --max-poll-interval-ms, --timeout-ms, --client-config.
+ * --max-poll-interval-ms, --timeout-ms, --client-config, --until-sigterm true (run until
+ * SIGTERM instead of until the input is drained or the timeout passes: a black-box target
+ * of {@code onceflow verify --command}; SIGTERM finishes the current transaction, then
+ * closes the clients).
  */
 public final class TransactionalLoop {
+    /** How long SIGTERM waits for the loop to finish its transaction and close. */
+    private static final long STOP_MILLIS = 10_000;
+
     private TransactionalLoop() {}
 
     public static void main(String[] argv) {
         Args args = new Args(argv);
         String output = args.get("output");
         int pauseAfter = args.integer("pause-after", 0);
+        boolean untilSigterm = Boolean.parseBoolean(args.get("until-sigterm", "false"));
         long deadline = Consumers.deadline(args);
         int sent = 0;
         boolean paused = false;
+        AtomicBoolean stopping = new AtomicBoolean();
+        Thread main = Thread.currentThread();
+        if (untilSigterm) {
+            // The JVM runs this on SIGTERM and exits when it returns: let the loop finish
+            // its transaction and close the clients first.
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                stopping.set(true);
+                try {
+                    main.join(STOP_MILLIS);
+                } catch (InterruptedException interrupted) {
+                    Thread.currentThread().interrupt();
+                }
+            }));
+        }
         KafkaProducer<String, String> producer = newProducer(args);
         try (KafkaConsumer<String, String> consumer =
                 new KafkaConsumer<>(Consumers.settings(args, "read_committed"))) {
             consumer.subscribe(List.of(args.get("input")));
-            while (true) {
-                Consumers.checkDeadline(deadline, "transactional loop");
+            while (!stopping.get()) {
+                if (!untilSigterm) {
+                    Consumers.checkDeadline(deadline, "transactional loop");
+                }
                 ConsumerRecords<String, String> records = consumer.poll(Duration.ofMillis(200));
                 if (records.isEmpty()) {
-                    if (Consumers.drained(consumer)) {
+                    if (!untilSigterm && Consumers.drained(consumer)) {
                         break;
                     }
                     continue;
