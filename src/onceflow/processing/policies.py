@@ -27,6 +27,7 @@ from onceflow.processing.errors import (
     PartitionsFencedError,
     ProducerFencedError,
 )
+from onceflow.processing.membership import Membership
 from onceflow.processing.records import Record
 from onceflow.processing.sinks.sink import DatabaseSink, TopicPartitionKey
 from onceflow.processing.stats import RunStats
@@ -37,6 +38,15 @@ log = logging.getLogger(__name__)
 # means something else keeps fencing us: stop instead of spinning.
 MAX_REBUILDS = 3
 MAX_COMMIT_ATTEMPTS = 5
+
+# At most once, a batch is processed after its positions are committed. A runner that
+# was stopped in between (SIGSTOP, a long GC or swap pause: the monotonic clock runs on)
+# may have been replaced meanwhile, and processing the batch then would put its effects
+# after the successor's later ones; losing the batch instead is within the guarantee.
+# A replacement takes longer than this gap (a process starts, joins, is assigned), so
+# past it the runner asks the group whether it is still the member; a processing
+# function that is slow on its own costs one such question per slow record.
+STALE_GAP_SECONDS = 0.2
 
 # Group errors that mean "this member's assignment is stale": the group moved on (a
 # rebalance, another owner, or a broker restart that forgot the in-memory group). The
@@ -92,6 +102,11 @@ class Loop(Protocol):
 
     def request_rejoin(self) -> None:
         """Leave the group and join again once the current call returns."""
+        ...
+
+    def check_identity(self) -> Membership:
+        """Ask the group coordinator whether this runner is still its group's member;
+        raise ``InstanceFencedError`` if a newer runner holds its identity."""
         ...
 
     def identity_taken(self) -> InstanceFencedError:
@@ -240,11 +255,26 @@ class AtMostOnce(CommitPolicy):
             # Not committed, so not ours to process: another member (or this one after
             # rejoining) starts at the committed offsets; processing now could duplicate.
             return
+        checked = time.monotonic()
         self.runner.fault(AFTER_COMMIT)
-        self._process(records)
+        for index, record in enumerate(records):
+            if time.monotonic() - checked > STALE_GAP_SECONDS:
+                if not self._still_ours():
+                    log.warning("dropping %d committed records: the group moved on "
+                                "while this runner was stopped", len(records) - index)  # fmt: skip
+                    self.runner.stats.errors.append("STALE_BATCH")
+                    self.runner.request_rejoin()
+                    break
+                checked = time.monotonic()
+            self._process([record])
         if self.runner.sink is not None:
             self.runner.sink.commit(self.runner.group, self.pending)
         self._clear()
+
+    def _still_ours(self) -> bool:
+        """Whether this runner is still the group's member (raises InstanceFencedError
+        when a restart of it holds its identity now)."""
+        return self.runner.check_identity() is Membership.MEMBER
 
 
 class AtLeastOnce(CommitPolicy):
