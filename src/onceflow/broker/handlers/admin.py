@@ -10,6 +10,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.log.retention import remove_directories
+from onceflow.broker.offline import StorageRefused, check_writable, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError
@@ -57,6 +58,11 @@ def delete_topics(broker: Any, header: Any, request: Any) -> Any:
         if topic is None or topic.deleting:
             code = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
             results.append((name, topic_id, code, "topic does not exist"))
+            continue
+        try:
+            check_writable(broker)
+        except StorageRefused as exc:
+            results.append((topic.name, topic.topic_id, exc.code, str(exc)))
             continue
         # Maintenance leaves a deleting topic alone; the flag also refuses a second delete.
         topic.deleting = True
@@ -131,8 +137,9 @@ def create_partitions(broker: Any, header: Any, request: Any) -> Any:
                         f"every partition must be assigned to the single broker {node}",
                     )
             if not request.validate_only:
-                broker.topics.add_partitions(wanted.name, wanted.count)
-        except TopicError as exc:
+                with storage_write(broker):
+                    broker.topics.add_partitions(wanted.name, wanted.count)
+        except (TopicError, StorageRefused) as exc:
             error, message = ErrorCode(exc.code), str(exc)
         results.append(
             build(
@@ -178,8 +185,12 @@ def delete_records(broker: Any, header: Any, request: Any) -> Any:
                 if not 0 <= offset <= partition.high_watermark:
                     error = ErrorCode.offset_out_of_range
                 else:
-                    partition.advance_log_start(offset)
-                    low = partition.log_start_offset
+                    try:
+                        with storage_write(broker):
+                            partition.advance_log_start(offset)
+                        low = partition.log_start_offset
+                    except StorageRefused as exc:
+                        error = exc.code
             partitions.append(
                 build(
                     m.DeleteRecordsPartitionResult,

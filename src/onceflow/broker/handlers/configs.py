@@ -12,6 +12,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.offline import StorageRefused, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topic_config import (
@@ -186,7 +187,8 @@ def _alter(
                     )
                 overrides = new_overrides(dict(topic.configs), resource)
                 if not request.validate_only:
-                    broker.topics.set_configs(topic.name, overrides)
+                    with storage_write(broker):
+                        broker.topics.set_configs(topic.name, overrides)
             else:
                 raise ResourceError(
                     ErrorCode.invalid_request,
@@ -194,7 +196,7 @@ def _alter(
                 )
         except ConfigError as exc:
             error, message = exc.code, str(exc)
-        except ResourceError as exc:
+        except (ResourceError, StorageRefused) as exc:
             error, message = exc.code, str(exc)
         responses.append(
             build(

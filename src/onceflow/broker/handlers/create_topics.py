@@ -7,6 +7,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.handlers.metadata import may_create_topic
+from onceflow.broker.offline import StorageRefused, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.topics import TopicError
 
@@ -35,8 +36,9 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             broker.topics.check_new(creatable.name, count, replication)
             configs = broker.topics.check_configs({c.name: c.value for c in creatable.configs})
             if not request.validate_only:
-                broker.topics.create(creatable.name, count, configs)
-        except TopicError as exc:
+                with storage_write(broker):
+                    broker.topics.create(creatable.name, count, configs)
+        except (TopicError, StorageRefused) as exc:
             error, message = ErrorCode(exc.code), str(exc)
         results.append(
             build(

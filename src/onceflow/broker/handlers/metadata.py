@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.offline import StorageRefused, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError, validate_topic_name
@@ -90,7 +91,12 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
                 entries.append(topic_entry(name, None, ErrorCode(exc.code)))
                 continue
             if allow_create and broker.config.auto_create_topics and may_create_topic(broker, name):
-                topic = broker.topics.create(name, broker.config.default_partitions)
+                try:
+                    with storage_write(broker):
+                        topic = broker.topics.create(name, broker.config.default_partitions)
+                except StorageRefused as exc:
+                    entries.append(topic_entry(name, None, exc.code))
+                    continue
                 entries.append(topic_entry(name, topic, ErrorCode.none))
             else:
                 entries.append(topic_entry(name, None, ErrorCode.unknown_topic_or_partition))

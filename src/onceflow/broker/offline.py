@@ -1,0 +1,42 @@
+"""Refusing changes to the data dir while it is offline.
+
+After a failed sync or write the data dir is offline until restart (fail-stop, see
+``log/flusher.py``). Produce, Fetch and the coordinators already answer
+KAFKA_STORAGE_ERROR (or COORDINATOR_NOT_AVAILABLE); the admin APIs that change what is
+on disk (topics, partitions, configs, log start offsets, ACLs, SCRAM users) go through
+``storage_write`` so that none of them is acknowledged while nothing can be made
+durable. Read-only APIs that need no disk keep answering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+
+class StorageRefused(Exception):
+    """A change refused because the data dir is (or has just gone) offline."""
+
+    code = ErrorCode.kafka_storage_error
+
+
+def check_writable(broker: Any) -> None:
+    """Raise StorageRefused if the data dir is offline."""
+    if broker.storage_error is not None:
+        raise StorageRefused(str(broker.storage_error))
+
+
+@contextlib.contextmanager
+def storage_write(broker: Any) -> Iterator[None]:
+    """Guard a change to the data dir: refused at once while it is offline, and a write
+    or sync that fails inside takes it offline (logged once) and is refused too, rather
+    than closing the client's connection."""
+    check_writable(broker)
+    try:
+        yield
+    except OSError as exc:
+        broker.flusher.fail(exc)
+        raise StorageRefused(str(broker.storage_error)) from exc
