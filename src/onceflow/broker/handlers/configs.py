@@ -75,6 +75,7 @@ def _broker_rows(broker: Any, name: str) -> Iterator[Row]:
         ("log.dirs", str(broker.config.data_dir), ConfigType.STRING),
         ("offsets.retention.minutes", str(int(cfg.offsets_retention_minutes)), ConfigType.INT),
         ("socket.request.max.bytes", str(broker.config.max_request_bytes), ConfigType.INT),
+        ("queued.max.request.bytes", str(cfg.queued_max_request_bytes), ConfigType.LONG),
         ("default.replication.factor", "1", ConfigType.INT),
         ("listeners", ",".join(map(str, broker.listeners)), ConfigType.LIST),
         ("sasl.enabled.mechanisms", ",".join(cfg.sasl_mechanisms), ConfigType.LIST),
