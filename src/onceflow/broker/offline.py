@@ -38,5 +38,11 @@ def storage_write(broker: Any) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        broker.flusher.fail(exc)
-        raise StorageRefused(str(broker.storage_error)) from exc
+        raise failed_write(broker, exc) from exc
+
+
+def failed_write(broker: Any, exc: OSError) -> StorageRefused:
+    """A write or sync (on the loop or off it) failed: the data dir goes offline
+    (logged once); returns the refusal to answer with."""
+    broker.flusher.fail(exc)
+    return StorageRefused(str(broker.storage_error))

@@ -222,13 +222,20 @@ class Broker:
                 LogConfig(segment_bytes=self.config.segment_bytes),
                 self.fetch_waiters.notify,
             )
-            self.producer_ids = ProducerIdAllocator(data_dir / "producer-ids.json")
+            self.producer_ids = ProducerIdAllocator(
+                data_dir / "producer-ids.json", self.flusher.fail
+            )
             self.groups = GroupCoordinator.open(self)
             self.transactions = TransactionCoordinator(
                 self,
                 Journal(data_dir / "transactions.journal", self.make_durable),
                 self.groups.commit_transactional_offsets,
                 data_dir / "transactions.run",
+            )
+            # An id the journal holds may have been handed out just before a crash,
+            # ahead of its reservation landing: never hand it out again.
+            self.producer_ids.skip_past(
+                max((txn.producer_id for txn in self.transactions.describe()), default=-1)
             )
         except OSError as exc:
             self._release_lock()

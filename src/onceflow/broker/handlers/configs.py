@@ -7,12 +7,13 @@ are described (read-only): the embedded broker takes them from its command line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.offline import StorageRefused, storage_write
+from onceflow.broker.durable import when_settled
+from onceflow.broker.offline import StorageRefused, failed_write, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topic_config import (
@@ -164,9 +165,12 @@ def _alter(
     new_overrides: Callable[[dict[str, str], Any], dict[str, str]],
 ) -> Any:
     """Shared by both alter APIs: ``new_overrides(current, resource)`` computes and
-    validates a topic's overrides; they are stored unless the request only validates."""
+    validates a topic's overrides; they are stored unless the request only validates,
+    and the answer waits until they are durable (written off the loop)."""
     m = response_module(api_key, request.__version__)
-    responses = []
+    # [error, message] per resource, in request order.
+    results: list[list[Any]] = []
+    waits: dict[int, Awaitable[None]] = {}
     for resource in request.resources:
         error, message = ErrorCode.none, None
         try:
@@ -189,7 +193,7 @@ def _alter(
                 overrides = new_overrides(dict(topic.configs), resource)
                 if not request.validate_only:
                     with storage_write(broker):
-                        broker.topics.set_configs(topic.name, overrides)
+                        waits[len(results)] = broker.topics.set_configs(topic.name, overrides)
             else:
                 raise ResourceError(
                     ErrorCode.invalid_request,
@@ -199,7 +203,17 @@ def _alter(
             error, message = exc.code, str(exc)
         except (ResourceError, StorageRefused) as exc:
             error, message = exc.code, str(exc)
-        responses.append(
+        results.append([error, message])
+    response_class = (
+        m.AlterConfigsResponse if api_key == ALTER_CONFIGS else m.IncrementalAlterConfigsResponse
+    )
+
+    def respond(outcomes: dict[int, Any]) -> Any:
+        for slot, outcome in outcomes.items():
+            if isinstance(outcome, OSError):
+                refused = failed_write(broker, outcome)
+                results[slot] = [refused.code, str(refused)]
+        responses = tuple(
             build(
                 m.AlterConfigsResourceResponse,
                 error_code=error,
@@ -207,11 +221,11 @@ def _alter(
                 resource_type=resource.resource_type,
                 resource_name=resource.resource_name,
             )
+            for resource, (error, message) in zip(request.resources, results, strict=True)
         )
-    response_class = (
-        m.AlterConfigsResponse if api_key == ALTER_CONFIGS else m.IncrementalAlterConfigsResponse
-    )
-    return build(response_class, throttle_time=NO_THROTTLE, responses=tuple(responses))
+        return build(response_class, throttle_time=NO_THROTTLE, responses=responses)
+
+    return when_settled(waits, respond)
 
 
 def alter_configs(broker: Any, header: Any, request: Any) -> Any:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
 from onceflow.broker.handlers.metadata import may_create_topic
-from onceflow.broker.offline import StorageRefused, storage_write
+from onceflow.broker.offline import StorageRefused, failed_write, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.topics import TopicError
 
@@ -15,16 +17,19 @@ API_KEY = 19
 
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
+    """Answer once every topic created is durable (its creation runs off the loop)."""
     m = response_module(API_KEY, request.__version__)
     names = [t.name for t in request.topics]
-    results = []
+    # [name, error, message] per topic answered, in request order.
+    results: list[list[Any]] = []
+    creations: dict[int, Awaitable[Any]] = {}
     answered: set[str] = set()
     for creatable in request.topics:
         # As Kafka: a name asked for twice gets one answer (INVALID_REQUEST).
         if creatable.name in answered:
             continue
         answered.add(creatable.name)
-        error, message = ErrorCode.none, None
+        result = [creatable.name, ErrorCode.none, None]
         try:
             if names.count(creatable.name) > 1:
                 raise TopicError(
@@ -37,15 +42,26 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             configs = broker.topics.check_configs({c.name: c.value for c in creatable.configs})
             if not request.validate_only:
                 with storage_write(broker):
-                    broker.topics.create(creatable.name, count, configs)
+                    creations[len(results)] = broker.topics.create(creatable.name, count, configs)
         except (TopicError, StorageRefused) as exc:
-            error, message = ErrorCode(exc.code), str(exc)
-        results.append(
-            build(
-                m.CreatableTopicResult, name=creatable.name, error_code=error, error_message=message
-            )
+            result[1:] = ErrorCode(exc.code), str(exc)
+        results.append(result)
+
+    def respond(outcomes: dict[int, Any]) -> Any:
+        for slot, outcome in outcomes.items():
+            if isinstance(outcome, OSError):
+                refused = failed_write(broker, outcome)
+                results[slot][1:] = refused.code, str(refused)
+        return build(
+            m.CreateTopicsResponse,
+            throttle_time=NO_THROTTLE,
+            topics=tuple(
+                build(m.CreatableTopicResult, name=name, error_code=error, error_message=message)
+                for name, error, message in results
+            ),
         )
-    return build(m.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=tuple(results))
+
+    return when_settled(creations, respond)
 
 
 def _layout(broker: Any, creatable: Any) -> tuple[int, int]:

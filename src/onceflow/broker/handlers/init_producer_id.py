@@ -70,11 +70,19 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     # its own; librdkafka asks for a new id).
     try:
         with storage_write(broker):
-            producer_id = broker.producer_ids.allocate()
+            producer_id, reserved = broker.producer_ids.allocate()
     except StorageRefused:
         # As the transactional path: the coordinator cannot serve; clients retry.
         return answer(ErrorCode.coordinator_not_available)
-    return answer(ErrorCode.none, producer_id, 0)
+
+    def reserved_then(outcomes: dict[str, Any]) -> Any:
+        if isinstance(outcomes.get(DONE), OSError):
+            return answer(ErrorCode.coordinator_not_available)
+        return answer(ErrorCode.none, producer_id, 0)
+
+    # Answered once the id's reservation is on disk (rarely waited for: see
+    # producer_ids.py), so that no crash can hand it out again.
+    return when_settled({DONE: reserved}, reserved_then)
 
 
 def _may_write_idempotently(broker: Any) -> bool:

@@ -1,0 +1,160 @@
+"""Topic creation, producer id reservations and DeleteRecords write their files off the
+event loop: with the sync of that one file held on a gate, the request that wrote it
+waits, but other clients are answered meanwhile. Each answer comes once the gate
+opens (the write is durable). Gates through ONCEFLOW_DISK_FAULTS, as in
+test_roll_latency.py."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import select
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from wire import WireClient, request_module, values_batch
+
+from onceflow.broker.log.disk import FAULTS_ENV
+from onceflow.testing import BrokerProcess
+
+# Bounds the wait for the broker to reach the gated sync.
+SETTLE_SECONDS = 30.0
+SECOND = datetime.timedelta(seconds=1)
+
+
+def gated_broker(
+    factory: Callable[..., BrokerProcess], tmp_path: Path, paths: str
+) -> tuple[BrokerProcess, Path]:
+    """A broker whose syncs of files whose path contains ``paths`` wait on the gate."""
+    gate = tmp_path / "gate"
+    faults = {"fsync_block_while": str(gate), "paths": paths}
+    broker = factory(env={FAULTS_ENV: json.dumps(faults)}, data_dir=tmp_path / "data")
+    return broker, gate
+
+
+def wait_for(path: Path) -> None:
+    """Until the broker has written ``path`` (the file whose sync the gate holds)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} was never written"
+
+
+def assert_served_meanwhile(other: WireClient, waiting: WireClient) -> None:
+    """Another client's Metadata and Fetch are answered while ``waiting`` gets nothing:
+    the loop is free although the sync is held."""
+    assert other.metadata(["other"]).topics[0].error_code == ErrorCode.none
+    assert other.fetch("other", 0, 0).error_code == ErrorCode.none
+    readable, _, _ = select.select([waiting.sock], [], [], 0)
+    assert readable == [], "answered before its write was durable"
+
+
+def _create_topics(name: str) -> Any:
+    m = request_module(19, 4)
+    return m.CreateTopicsRequest(
+        topics=(
+            m.CreatableTopic(
+                name=name, num_partitions=2, replication_factor=1, assignments=(), configs=()
+            ),
+        ),
+        timeout=SECOND,
+        validate_only=False,
+    )
+
+
+def _listed(client: WireClient) -> set[str]:
+    m = request_module(3, 4)
+    response = client.request(m.MetadataRequest(topics=None, allow_auto_topic_creation=False))
+    return {t.name for t in response.topics}
+
+
+def test_topic_creation_syncs_off_the_loop(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker, gate = gated_broker(onceflow_broker_process_factory, tmp_path, "topics.json")
+    with (
+        WireClient.connect(broker.bootstrap) as creator,
+        WireClient.connect(broker.bootstrap) as other,
+    ):
+        other.ensure_topic("other")
+        gate.touch()
+        sent = creator.send(_create_topics("new"))
+        wait_for(broker.data_dir / "topics.json.tmp")
+        assert_served_meanwhile(other, creator)
+        # Invisible until durable: nothing may be appended to a topic a crash could lose.
+        assert _listed(other) == {"other"}
+
+        gate.unlink()
+        created = creator.receive(19, 4, sent)
+        assert created.topics[0].error_code == ErrorCode.none
+        assert _listed(other) == {"other", "new"}
+    broker.kill()
+    broker.start()
+    with WireClient.connect(broker.bootstrap) as client:
+        topics = client.metadata(["new"]).topics
+        assert [len(t.partitions) for t in topics] == [2]
+
+
+def test_producer_id_reservation_syncs_off_the_loop(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker, gate = gated_broker(onceflow_broker_process_factory, tmp_path, "producer-ids")
+    with (
+        WireClient.connect(broker.bootstrap) as producer,
+        WireClient.connect(broker.bootstrap) as other,
+    ):
+        other.ensure_topic("other")
+        gate.touch()
+        # A fresh broker has no block of ids reserved yet: the first id waits for one.
+        m = request_module(22, 0)
+        sent = producer.send(
+            m.InitProducerIdRequest(transactional_id=None, transaction_timeout=SECOND)
+        )
+        wait_for(broker.data_dir / "producer-ids.json.tmp")
+        assert_served_meanwhile(other, producer)
+
+        gate.unlink()
+        answer = producer.receive(22, 0, sent)
+        assert (answer.error_code, answer.producer_id) == (ErrorCode.none, 0)
+        # The next block is reserved ahead of need: later ids are answered at once.
+        assert [other.init_producer_id()[0] for _ in range(3)] == [1, 2, 3]
+    reserved = json.loads((broker.data_dir / "producer-ids.json").read_text())
+    assert reserved["reserved_until"] >= 1000
+
+
+def test_delete_records_syncs_off_the_loop(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker, gate = gated_broker(onceflow_broker_process_factory, tmp_path, "log-start-offset")
+    with (
+        WireClient.connect(broker.bootstrap) as deleter,
+        WireClient.connect(broker.bootstrap) as other,
+    ):
+        other.ensure_topic("other")
+        deleter.ensure_topic("t")
+        assert deleter.produce("t", 0, values_batch([b"a", b"b", b"c"])).error_code == 0
+        gate.touch()
+        m = request_module(21, 1)
+        sent = deleter.send(
+            m.DeleteRecordsRequest(
+                topics=(
+                    m.DeleteRecordsTopic(
+                        name="t",
+                        partitions=(m.DeleteRecordsPartition(partition_index=0, offset=2),),
+                    ),
+                ),
+                timeout=SECOND,
+            )
+        )
+        wait_for(broker.data_dir / "t-0" / "log-start-offset.tmp")
+        assert_served_meanwhile(other, deleter)
+
+        gate.unlink()
+        deleted = deleter.receive(21, 1, sent).topics[0].partitions[0]
+        assert (deleted.error_code, deleted.low_watermark) == (ErrorCode.none, 2)
+    broker.kill()
+    broker.start()
+    with WireClient.connect(broker.bootstrap) as client:
+        assert client.list_offsets("t", 0, -2).offset == 2
