@@ -6,13 +6,13 @@ test_roll_latency.py."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from kio.schema.errors import ErrorCode
 from wire import WireClient, request_module, values_batch
@@ -42,6 +42,17 @@ def wait_for(path: Path) -> None:
         assert time.monotonic() < deadline, f"{path.name} was never written"
 
 
+@contextlib.contextmanager
+def two_clients(broker: BrokerProcess) -> Iterator[tuple[WireClient, WireClient]]:
+    """The client whose request waits on the gate, and another with its own topic."""
+    with (
+        WireClient.connect(broker.bootstrap) as waiting,
+        WireClient.connect(broker.bootstrap) as other,
+    ):
+        other.ensure_topic("other")
+        yield waiting, other
+
+
 def assert_served_meanwhile(other: WireClient, waiting: WireClient) -> None:
     """Another client's Metadata and Fetch are answered while ``waiting`` gets nothing:
     the loop is free although the sync is held."""
@@ -49,19 +60,6 @@ def assert_served_meanwhile(other: WireClient, waiting: WireClient) -> None:
     assert other.fetch("other", 0, 0).error_code == ErrorCode.none
     readable, _, _ = select.select([waiting.sock], [], [], 0)
     assert readable == [], "answered before its write was durable"
-
-
-def _create_topics(name: str) -> Any:
-    m = request_module(19, 4)
-    return m.CreateTopicsRequest(
-        topics=(
-            m.CreatableTopic(
-                name=name, num_partitions=2, replication_factor=1, assignments=(), configs=()
-            ),
-        ),
-        timeout=SECOND,
-        validate_only=False,
-    )
 
 
 def _listed(client: WireClient) -> set[str]:
@@ -74,13 +72,9 @@ def test_topic_creation_syncs_off_the_loop(
     onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
     broker, gate = gated_broker(onceflow_broker_process_factory, tmp_path, "topics.json")
-    with (
-        WireClient.connect(broker.bootstrap) as creator,
-        WireClient.connect(broker.bootstrap) as other,
-    ):
-        other.ensure_topic("other")
+    with two_clients(broker) as (creator, other):
         gate.touch()
-        sent = creator.send(_create_topics("new"))
+        sent = creator.send(WireClient.create_topics_request("new", partitions=2))
         wait_for(broker.data_dir / "topics.json.tmp")
         assert_served_meanwhile(other, creator)
         # Invisible until durable: nothing may be appended to a topic a crash could lose.
@@ -101,11 +95,7 @@ def test_producer_id_reservation_syncs_off_the_loop(
     onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
     broker, gate = gated_broker(onceflow_broker_process_factory, tmp_path, "producer-ids")
-    with (
-        WireClient.connect(broker.bootstrap) as producer,
-        WireClient.connect(broker.bootstrap) as other,
-    ):
-        other.ensure_topic("other")
+    with two_clients(broker) as (producer, other):
         gate.touch()
         # A fresh broker has no block of ids reserved yet: the first id waits for one.
         m = request_module(22, 0)
@@ -128,11 +118,7 @@ def test_delete_records_syncs_off_the_loop(
     onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
     broker, gate = gated_broker(onceflow_broker_process_factory, tmp_path, "log-start-offset")
-    with (
-        WireClient.connect(broker.bootstrap) as deleter,
-        WireClient.connect(broker.bootstrap) as other,
-    ):
-        other.ensure_topic("other")
+    with two_clients(broker) as (deleter, other):
         deleter.ensure_topic("t")
         assert deleter.produce("t", 0, values_batch([b"a", b"b", b"c"])).error_code == 0
         gate.touch()

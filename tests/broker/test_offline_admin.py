@@ -44,22 +44,9 @@ def _take_offline(client: WireClient, switch: Path) -> None:
     switch.unlink()
 
 
-def _create_topics(name: str) -> Any:
-    m = _m(19, 4)
-    return m.CreateTopicsRequest(
-        topics=(
-            m.CreatableTopic(
-                name=name, num_partitions=1, replication_factor=1, assignments=(), configs=()
-            ),
-        ),
-        timeout=SECOND,
-        validate_only=False,
-    )
-
-
 # (API, request, the item error codes of its answer)
 WRITES: list[tuple[str, Callable[[], Any], Callable[[Any], list[Any]]]] = [
-    ("CreateTopics", lambda: _create_topics("new"),
+    ("CreateTopics", lambda: WireClient.create_topics_request("new"),
      lambda r: [t.error_code for t in r.topics]),
     ("DeleteTopics", lambda: _m(20, 1).DeleteTopicsRequest(topic_names=("t",), timeout=SECOND),
      lambda r: [t.error_code for t in r.responses]),
@@ -177,7 +164,7 @@ def test_an_admin_write_whose_sync_fails_is_refused_not_dropped(
     with WireClient.connect(broker.bootstrap) as client:
         client.ensure_topic("t")
         switch.touch()
-        created = client.request(_create_topics("new"))
+        created = client.request(WireClient.create_topics_request("new"))
         assert created.topics[0].error_code == ErrorCode.kafka_storage_error
         switch.unlink()
         assert client.produce("t", 0, values_batch([b"x"])).error_code == (

@@ -11,10 +11,15 @@ durable. Read-only APIs that need no disk keep answering.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from kio.schema.errors import ErrorCode
+
+from onceflow.broker.durable import when_settled
+
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
 
 
 class StorageRefused(Exception):
@@ -46,3 +51,32 @@ def failed_write(broker: Any, exc: OSError) -> StorageRefused:
     (logged once); returns the refusal to answer with."""
     broker.flusher.fail(exc)
     return StorageRefused(str(broker.storage_error))
+
+
+def refusals(broker: Any, outcomes: Mapping[K, Any]) -> dict[K, StorageRefused]:
+    """Of the outcomes of writes done off the loop (see ``durable.when_settled``), the
+    ones that failed, each as the refusal to answer with (the data dir goes offline)."""
+    return {
+        key: failed_write(broker, outcome)
+        for key, outcome in outcomes.items()
+        if isinstance(outcome, OSError)
+    }
+
+
+def answer_when_written(
+    broker: Any,
+    results: list[list[Any]],
+    writes: dict[int, Awaitable[Any]],
+    respond: Callable[[], R],
+) -> R | Awaitable[R]:
+    """``respond()`` once every write has settled. ``results`` are the items answered,
+    each a list ending in (error code, message); ``writes`` maps the index of an item
+    to its write off the loop, and a write that failed makes its item's error the
+    storage refusal."""
+
+    def settled(outcomes: dict[int, Any]) -> R:
+        for slot, refused in refusals(broker, outcomes).items():
+            results[slot][-2:] = refused.code, str(refused)
+        return respond()
+
+    return when_settled(writes, settled)

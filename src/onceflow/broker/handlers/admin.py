@@ -12,7 +12,13 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.durable import when_settled
 from onceflow.broker.log.retention import remove_directories
-from onceflow.broker.offline import StorageRefused, check_writable, failed_write, storage_write
+from onceflow.broker.offline import (
+    StorageRefused,
+    answer_when_written,
+    check_writable,
+    refusals,
+    storage_write,
+)
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError
@@ -148,11 +154,7 @@ def create_partitions(broker: Any, header: Any, request: Any) -> Any:
             result[1:] = ErrorCode(exc.code), str(exc)
         results.append(result)
 
-    def respond(outcomes: dict[int, Any]) -> Any:
-        for slot, outcome in outcomes.items():
-            if isinstance(outcome, OSError):
-                refused = failed_write(broker, outcome)
-                results[slot][1:] = refused.code, str(refused)
+    def respond() -> Any:
         return build(
             m.CreatePartitionsResponse,
             throttle_time=NO_THROTTLE,
@@ -167,7 +169,7 @@ def create_partitions(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
-    return when_settled(waits, respond)
+    return answer_when_written(broker, results, waits, respond)
 
 
 # -- DeleteRecords ---------------------------------------------------------------------
@@ -217,9 +219,8 @@ def delete_records(broker: Any, header: Any, request: Any) -> Any:
         results.append((wanted.name, partitions))
 
     def respond(outcomes: dict[tuple[int, int], Any]) -> Any:
-        for (t_slot, p_slot), outcome in outcomes.items():
-            if isinstance(outcome, OSError):
-                results[t_slot][1][p_slot][1:] = -1, failed_write(broker, outcome).code
+        for (t_slot, p_slot), refused in refusals(broker, outcomes).items():
+            results[t_slot][1][p_slot][1:] = -1, refused.code
         return build(
             m.DeleteRecordsResponse,
             throttle_time=NO_THROTTLE,

@@ -12,8 +12,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.durable import when_settled
-from onceflow.broker.offline import StorageRefused, failed_write, storage_write
+from onceflow.broker.offline import StorageRefused, answer_when_written, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topic_config import (
@@ -208,11 +207,7 @@ def _alter(
         m.AlterConfigsResponse if api_key == ALTER_CONFIGS else m.IncrementalAlterConfigsResponse
     )
 
-    def respond(outcomes: dict[int, Any]) -> Any:
-        for slot, outcome in outcomes.items():
-            if isinstance(outcome, OSError):
-                refused = failed_write(broker, outcome)
-                results[slot] = [refused.code, str(refused)]
+    def respond() -> Any:
         responses = tuple(
             build(
                 m.AlterConfigsResourceResponse,
@@ -225,7 +220,7 @@ def _alter(
         )
         return build(response_class, throttle_time=NO_THROTTLE, responses=responses)
 
-    return when_settled(waits, respond)
+    return answer_when_written(broker, results, waits, respond)
 
 
 def alter_configs(broker: Any, header: Any, request: Any) -> Any:

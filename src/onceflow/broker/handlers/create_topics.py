@@ -7,9 +7,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.durable import when_settled
 from onceflow.broker.handlers.metadata import may_create_topic
-from onceflow.broker.offline import StorageRefused, failed_write, storage_write
+from onceflow.broker.offline import StorageRefused, answer_when_written, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.topics import TopicError
 
@@ -47,11 +46,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             result[1:] = ErrorCode(exc.code), str(exc)
         results.append(result)
 
-    def respond(outcomes: dict[int, Any]) -> Any:
-        for slot, outcome in outcomes.items():
-            if isinstance(outcome, OSError):
-                refused = failed_write(broker, outcome)
-                results[slot][1:] = refused.code, str(refused)
+    def respond() -> Any:
         return build(
             m.CreateTopicsResponse,
             throttle_time=NO_THROTTLE,
@@ -61,7 +56,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             ),
         )
 
-    return when_settled(creations, respond)
+    return answer_when_written(broker, results, creations, respond)
 
 
 def _layout(broker: Any, creatable: Any) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.durable import when_settled
-from onceflow.broker.offline import StorageRefused, failed_write, storage_write
+from onceflow.broker.offline import StorageRefused, refusals, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError, validate_topic_name
@@ -111,10 +111,11 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     host, port = broker.advertised_endpoint()
 
     def respond(created: dict[int, Any]) -> Any:
+        refused = refusals(broker, created)
         for slot, outcome in created.items():
             name = entries[slot].name
-            if isinstance(outcome, OSError):
-                entries[slot] = topic_entry(name, None, failed_write(broker, outcome).code)
+            if slot in refused:
+                entries[slot] = topic_entry(name, None, refused[slot].code)
             else:
                 entries[slot] = topic_entry(name, outcome, ErrorCode.none)
         return build(
