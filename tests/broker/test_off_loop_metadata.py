@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kio.schema.errors import ErrorCode
+from txn_wire import offset_commit_request
 from wire import WireClient, request_module, values_batch
 
 from onceflow.broker.log.disk import FAULTS_ENV
@@ -144,3 +145,60 @@ def test_delete_records_syncs_off_the_loop(
     broker.start()
     with WireClient.connect(broker.bootstrap) as client:
         assert client.list_offsets("t", 0, -2).offset == 2
+
+
+PARTITIONS = 200
+# Each round commits every partition (a ~6 KB journal record): the offsets journal
+# reaches its 1 MiB compaction threshold after ~170 rounds.
+MAX_COMMIT_ROUNDS = 2000
+
+
+def _commit_round(client: WireClient, offset: int) -> None:
+    request = offset_commit_request("g", {("t", p): offset for p in range(PARTITIONS)})
+    answer = client.request(request)
+    assert {p.error_code for t in answer.topics for p in t.partitions} == {ErrorCode.none}
+
+
+def _committed(client: WireClient) -> set[int]:
+    m = request_module(9, 1)
+    topic = m.OffsetFetchRequestTopic(name="t", partition_indexes=tuple(range(PARTITIONS)))
+    answer = client.request(m.OffsetFetchRequest(group_id="g", topics=(topic,)))
+    return {p.committed_offset for t in answer.topics for p in t.partitions}
+
+
+def test_offsets_journal_compaction_syncs_off_the_loop(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """The rewrite's sync is held: commits are still answered (they go on to the old
+    journal, and are copied into the new one), and so are other clients."""
+    broker, gate = gated_broker(
+        onceflow_broker_process_factory, tmp_path, "group-offsets.journal.tmp"
+    )
+    journal = broker.data_dir / "group-offsets.journal"
+    new_journal = journal.with_name(journal.name + ".tmp")
+    with two_clients(broker) as (committer, other):
+        created = committer.request(WireClient.create_topics_request("t", PARTITIONS))
+        assert created.topics[0].error_code == ErrorCode.none
+        gate.touch()
+        rounds = 0
+        while not new_journal.exists():
+            assert rounds < MAX_COMMIT_ROUNDS, "the offsets journal was never compacted"
+            _commit_round(committer, rounds)
+            rounds += 1
+        uncompacted = journal.stat().st_size
+        for _ in range(3):
+            _commit_round(committer, rounds)
+            rounds += 1
+        assert other.metadata(["other"]).topics[0].error_code == ErrorCode.none
+        assert other.fetch("other", 0, 0).error_code == ErrorCode.none
+
+        gate.unlink()
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while new_journal.exists():
+            assert time.monotonic() < deadline, "the compacted journal never replaced the old"
+        _commit_round(committer, rounds)
+    assert journal.stat().st_size < uncompacted / 4
+    broker.kill()
+    broker.start()
+    with WireClient.connect(broker.bootstrap) as client:
+        assert _committed(client) == {rounds}

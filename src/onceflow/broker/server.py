@@ -228,7 +228,7 @@ class Broker:
             self.groups = GroupCoordinator.open(self)
             self.transactions = TransactionCoordinator(
                 self,
-                Journal(data_dir / "transactions.journal", self.make_durable),
+                Journal(data_dir / "transactions.journal", self.make_durable, self.flusher.fail),
                 self.groups.commit_transactional_offsets,
                 data_dir / "transactions.run",
             )

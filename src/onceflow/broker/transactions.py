@@ -490,8 +490,10 @@ class TransactionCoordinator:
         return _then(journaled if also is None else _all([journaled, also]), result)
 
     def _maybe_compact(self) -> None:
-        if self._journal.records_written > 1000 + 10 * len(self.transactions):
-            self._journal.rewrite([t.to_json() for t in self.transactions.values()])
+        if self._journal.rewriting is None and self._journal.records_written > 1000 + 10 * len(
+            self.transactions
+        ):
+            self._journal.rewrite_off_loop([t.to_json() for t in self.transactions.values()])
 
     def describe(self) -> Iterable[Transaction]:
         return self.transactions.values()
