@@ -199,20 +199,17 @@ class Journal:
         """Replace the journal by ``records`` (compaction), atomically and durably, on
         the loop (at shutdown)."""
         self._abandon_rewrite()
-        tmp = self._tmp_path
         data = b"".join(_line(r) for r in records)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(self._tmp_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            write_fully(fd, [data], 0)
-            disk.fsync(fd)
+            _write_and_sync(fd, data)
+            _sync_and_install(fd, self._tmp_path, self.path)
+            # dup2 swaps the file behind our fd number atomically: a flush round's
+            # thread syncing it meanwhile syncs the old or the new file, never a
+            # closed fd.
+            os.dup2(fd, self.fd)
         finally:
             os.close(fd)
-        os.replace(tmp, self.path)
-        fsync_directory(self.path.parent)
-        # dup2 swaps the file behind our fd number atomically: a flush round's thread
-        # syncing it meanwhile syncs the old or the new file, never a closed fd.
-        os.dup2(fd_new := os.open(self.path, os.O_RDWR), self.fd)
-        os.close(fd_new)
         self.size = len(data)
         self.records_written = len(records)
         self.unflushed.clear()
