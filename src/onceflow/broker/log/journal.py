@@ -64,9 +64,10 @@ class _NewFile:
 
     def write_backlog(self) -> None:
         assert self.backlog is not None
-        lines, self.backlog = self.backlog, None
-        write_fully(self.fd, lines, self.size)
-        self.size += sum(map(len, lines))
+        # One buffer: pwritev refuses more than IOV_MAX (1024) of them.
+        data, self.backlog = b"".join(self.backlog), None
+        write_fully(self.fd, [data], self.size)
+        self.size += len(data)
 
 
 def _write_and_sync(fd: int, data: bytes) -> None:
