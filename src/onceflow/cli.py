@@ -141,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.max_inflight_bytes,
         help="unanswered request bytes per connection before it is no longer read",
     )
+    limits.add_argument(
+        "--queued-max-request-bytes",
+        type=_positive,
+        default=_DEFAULTS.queued_max_request_bytes,
+        help="request bytes being read or answered, broker-wide, before connections "
+        "wait to read more",
+    )
+    limits.add_argument(
+        "--request-read-timeout-ms",
+        type=_positive,
+        default=_DEFAULTS.request_read_timeout_ms,
+        help="close a connection whose request has not arrived whole this long after "
+        "its first byte (a slow client)",
+    )
     broker_security.add_arguments(broker)
     broker.set_defaults(run=_run_broker)
 
@@ -273,6 +287,8 @@ def _run_broker(args: argparse.Namespace) -> int:
         max_connections_per_ip=args.max_connections_per_ip or _DEFAULTS.max_connections_per_ip,
         max_inflight_requests=args.max_inflight_requests,
         max_inflight_bytes=args.max_inflight_bytes,
+        queued_max_request_bytes=args.queued_max_request_bytes,
+        request_read_timeout_ms=args.request_read_timeout_ms,
         **security,
     )
     return asyncio.run(_serve(config, trust_hint=args.tls_self_signed is not None))

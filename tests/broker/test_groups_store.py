@@ -58,12 +58,21 @@ def test_a_torn_tail_is_cut_off_and_writing_goes_on(tmp_path: Path) -> None:
 
 def test_the_journal_is_rewritten_when_it_outgrows_the_live_offsets(tmp_path: Path) -> None:
     path = tmp_path / "offsets.journal"
-    store = OffsetStore(path, _no_fsync, compact_min_bytes=4096)
-    for value in range(2000):
-        store.commit("g", {("t", value % 3): _offset(value)})
-    # 2000 records of ~60 bytes, but only three live offsets.
-    assert path.stat().st_size <= 2 * 4096
-    store.close()
+
+    async def run() -> None:
+        store = OffsetStore(path, _no_fsync, compact_min_bytes=4096)
+        rewrites = 0
+        for value in range(2000):
+            store.commit("g", {("t", value % 3): _offset(value)})
+            if store.compacting is not None:
+                rewrites += 1
+                await store.compacting
+        assert rewrites >= 2
+        # 2000 records of ~60 bytes, but only three live offsets.
+        assert path.stat().st_size <= 2 * 4096
+        store.close()
+
+    asyncio.run(run())
     reopened = OffsetStore(path, _no_fsync)
     assert reopened.get("g") == {
         ("t", 0): _offset(1998),
@@ -105,3 +114,45 @@ def test_concurrent_commits_share_fsync_rounds(
     # (plus the one of close()).
     assert 2 <= fsyncs <= 4
     assert OffsetStore(path, _no_fsync).get("g49") == {("t", 0): _offset(49)}
+
+
+BACKLOGGED = 1200
+
+
+def test_commits_during_a_rewrite_are_kept(tmp_path: Path) -> None:
+    """The rewrite runs off the loop while commits go on: those made before its snapshot
+    is on disk (kept aside, then copied) and after (written to both files) all survive
+    in the journal that replaces the old one."""
+    path = tmp_path / "offsets.journal"
+
+    async def run() -> None:
+        store = OffsetStore(path, _no_fsync, compact_min_bytes=1 << 30)
+        for value in range(100):
+            store.commit(f"g{value}", {("t", 0): _offset(value)})
+        store.compact()
+        compaction = store.compacting
+        assert compaction is not None
+        # More commits than one write may carry buffers (IOV_MAX) before the rewrite's
+        # first step can come back to the loop: all of them wait to be copied.
+        for value in range(100, BACKLOGGED):
+            store.commit(f"g{value % 500}", {("t", 0): _offset(value)})
+        value = BACKLOGGED
+        while not compaction.done() and value < 100_000:
+            store.commit(f"g{value % 500}", {("t", 0): _offset(value)})
+            value += 1
+            await asyncio.sleep(0)  # let the rewrite's steps come back to the loop
+        await compaction
+        for extra in range(value, value + 10):
+            store.commit(f"g{extra % 500}", {("t", 0): _offset(extra)})
+        assert store.compacting is None
+        store.close()
+        return value + 10
+
+    end = asyncio.run(run())
+    assert end > BACKLOGGED + 10, "no commit was made while the rewrite ran"
+    assert not path.with_name(path.name + ".tmp").exists()  # the new file replaced it
+    expected = {f"g{value}": value for value in range(100)}
+    expected.update({f"g{value % 500}": value for value in range(100, end)})
+    reopened = OffsetStore(path, _no_fsync)
+    assert {g: o[("t", 0)].offset for g, o in reopened.groups.items()} == expected
+    reopened.close()

@@ -30,12 +30,19 @@ UNREAD_LIMIT_BYTES = 64 * 1024 * 1024
 ROUND_TRIP_LIMIT_SECONDS = 5.0
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident memory now (or, with ``VmHWM``, its peak)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
+    raise AssertionError(f"no {field} line")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM afresh from the current RSS (Linux's clear_refs)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
 
 
 def connect(broker: BrokerProcess, source_ip: str = "127.0.0.1") -> socket.socket:
@@ -147,3 +154,115 @@ def test_a_client_that_never_reads_stalls_only_itself(
         growth = rss_mb(broker.pid) - before
     print(f"\nsent {sent} bytes unread; RSS growth {growth:.1f} MB")
     assert growth < RSS_GROWTH_LIMIT_MB
+
+
+READ_TIMEOUT_MS = 1000
+# One byte this often: the request would take ~10 s to arrive whole.
+TRICKLE_SECONDS = 0.25
+
+
+def test_a_slow_client_is_closed_after_the_read_timeout_while_others_are_served(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess],
+) -> None:
+    broker = onceflow_broker_process_factory(
+        extra_args=("--request-read-timeout-ms", str(READ_TIMEOUT_MS))
+    )
+    well_behaved_round_trips(broker)
+    frame = raw_frame(18, 0, 1, b"\0" * 32)
+    with connect(broker) as idle, connect(broker) as slow:
+        started = time.monotonic()
+        slow.sendall(frame[:6])  # the size prefix and some of the header
+        sent = 6
+        closed_after = None
+        while sent < len(frame):
+            # Meanwhile another client is served, and an idle one is left alone.
+            assert well_behaved_round_trips(broker) < ROUND_TRIP_LIMIT_SECONDS
+            readable, _, _ = select.select([slow], [], [], TRICKLE_SECONDS)
+            if readable:
+                with contextlib.suppress(ConnectionError):
+                    assert slow.recv(1) == b""
+                closed_after = time.monotonic() - started
+                break
+            with contextlib.suppress(ConnectionError):
+                slow.send(frame[sent : sent + 1])
+            sent += 1
+        assert closed_after is not None, "the slow client was never closed"
+        assert sent < len(frame)
+        assert READ_TIMEOUT_MS / 1000 <= closed_after < 4 * READ_TIMEOUT_MS / 1000
+        print(f"\nslow client closed after {closed_after:.2f} s, {sent}/{len(frame)} bytes")
+        # The idle connection (between requests, no deadline) is still served.
+        idle.sendall(raw_frame(18, 0, 2))
+        assert len(idle.recv(4)) == 4
+    lines = broker.log_path.read_text().splitlines()
+    assert any("request.read.timeout.ms=1000" in line for line in lines), lines
+
+
+LARGE_CLIENTS = 24
+LARGE_REQUEST_BYTES = 12 * 1024 * 1024
+LARGE_ROUNDS = 3
+QUEUED_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# Unbounded, 24 requests of 12 MB being read at once grow the RSS by several hundred
+# MB; bounded, by the bound, one request over it and the streams' read-ahead.
+LARGE_RSS_GROWTH_LIMIT_MB = 150
+LARGE_RUN_LIMIT_SECONDS = 120.0
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            assert chunk, "the broker closed the connection"
+            data += chunk
+        return data
+
+    (size,) = struct.unpack(">i", exactly(4))
+    return exactly(size)
+
+
+def test_many_large_requests_at_once_keep_the_broker_memory_bounded(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess],
+) -> None:
+    broker = onceflow_broker_process_factory(
+        extra_args=("--queued-max-request-bytes", str(QUEUED_MAX_REQUEST_BYTES))
+    )
+    well_behaved_round_trips(broker)
+    before = rss_mb(broker.pid)
+    reset_peak_rss(broker.pid)
+    # To a topic that does not exist: the broker reads and decodes each request whole
+    # but answers it cheaply, so memory is all the test measures.
+    with WireClient.connect(broker.bootstrap) as client:
+        request = client.produce_request("nowhere", 0, b"\0" * LARGE_REQUEST_BYTES)
+    frame = encode_request(request, 1)
+    answered = []
+    failures: list[BaseException] = []
+
+    def send_large() -> None:
+        try:
+            with connect(broker) as sock:
+                sock.settimeout(LARGE_RUN_LIMIT_SECONDS)
+                for _ in range(LARGE_ROUNDS):
+                    sock.sendall(frame)
+                    answered.append(_read_answer(sock))
+        except BaseException as exc:
+            failures.append(exc)
+
+    senders = [threading.Thread(target=send_large) for _ in range(LARGE_CLIENTS)]
+    for sender in senders:
+        sender.start()
+    slowest = 0.0
+    deadline = time.monotonic() + LARGE_RUN_LIMIT_SECONDS
+    while any(s.is_alive() for s in senders) and time.monotonic() < deadline:
+        slowest = max(slowest, well_behaved_round_trips(broker))
+    for sender in senders:
+        sender.join(LARGE_RUN_LIMIT_SECONDS)
+    peak = rss_mb(broker.pid, "VmHWM")
+    assert not failures, failures
+    assert len(answered) == LARGE_CLIENTS * LARGE_ROUNDS
+    growth = peak - before
+    print(
+        f"\n{LARGE_CLIENTS} clients x {LARGE_ROUNDS} requests of {LARGE_REQUEST_BYTES >> 20}"
+        f" MB: peak RSS growth {growth:.1f} MB, slowest other round trip {slowest:.2f} s"
+    )
+    assert growth < LARGE_RSS_GROWTH_LIMIT_MB
+    assert slowest < ROUND_TRIP_LIMIT_SECONDS

@@ -230,6 +230,24 @@ class WireClient(KafkaConnection):
             forgotten_topics_data=(),
         )
 
+    @staticmethod
+    def create_topics_request(name: str, partitions: int = 1) -> Any:
+        """CreateTopics (v4) of one topic, not only validated."""
+        m = request_module(19, 4)
+        return m.CreateTopicsRequest(
+            topics=(
+                m.CreatableTopic(
+                    name=name,
+                    num_partitions=partitions,
+                    replication_factor=1,
+                    assignments=(),
+                    configs=(),
+                ),
+            ),
+            timeout=datetime.timedelta(seconds=1),
+            validate_only=False,
+        )
+
     def fetch_batches(
         self, topic: str, partition: int, max_requests: int = 1000
     ) -> list[RecordBatch]:

@@ -50,6 +50,13 @@ class BrokerConfig:
     #: stops reading it (a client that never reads its answers stalls only itself).
     max_inflight_requests: int = 100
     max_inflight_bytes: int = 100 * 1024 * 1024
+    #: Request bytes being read or awaiting their answer, broker-wide (Kafka's
+    #: queued.max.request.bytes): past it, connections wait before reading the body of
+    #: their next request, so many large requests at once cannot exhaust memory.
+    queued_max_request_bytes: int = 256 * 1024 * 1024
+    #: A connection whose request has not arrived whole this long after its first byte
+    #: is closed (a slow loris); idle connections between requests are left alone.
+    request_read_timeout_ms: int = 30_000
     #: Committed offsets of a group that has been empty this long are deleted
     #: (Kafka's offsets.retention.minutes, default 7 days; fractions allowed).
     offsets_retention_minutes: float = 7 * 24 * 60

@@ -193,7 +193,11 @@ class GroupCoordinator:
             found = broker.topics.get(topic)
             return None if found is None else len(found.partitions)
 
-        store = OffsetStore(Path(broker.config.data_dir) / OFFSETS_FILE, broker.make_durable)
+        store = OffsetStore(
+            Path(broker.config.data_dir) / OFFSETS_FILE,
+            broker.make_durable,
+            on_failure=broker.flusher.fail,
+        )
         return cls(broker.config, store, partition_count)
 
     def __init__(

@@ -60,14 +60,15 @@ class OffsetStore:
         make_durable: MakeDurable,
         *,
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+        on_failure: Callable[[OSError], object] | None = None,
     ) -> None:
+        """``on_failure`` is told of a compaction that could not be written."""
         self.compact_min_bytes = compact_min_bytes
         self.groups: dict[str, dict[TopicPartition, CommittedOffset]] = {}
         self._make_durable = make_durable
-        # Flush rounds covering this journal that have not finished: while there are
-        # any, a worker thread may be syncing its file, so it must not be swapped.
+        # Flush rounds covering this journal that have not finished.
         self._in_flight = 0
-        self._journal = Journal(path, self._flush)
+        self._journal = Journal(path, self._flush, on_failure)
         for record in self._journal.replay():
             self._apply(record)
         self._base_size = self._journal.size
@@ -156,18 +157,26 @@ class OffsetStore:
             self._maybe_compact()
 
     def _maybe_compact(self) -> None:
-        if self._in_flight == 0 and self._journal.size > max(
+        if self._journal.rewriting is None and self._journal.size > max(
             self.compact_min_bytes, 2 * self._base_size
         ):
             self.compact()
 
+    @property
+    def compacting(self) -> asyncio.Task[None] | None:
+        """The compaction in progress, if any."""
+        return self._journal.rewriting
+
     def compact(self) -> None:
-        """Rewrite the journal with just the live offsets (atomically, fsynced)."""
-        if self._in_flight:
-            raise RuntimeError("cannot rewrite the offsets journal during a flush")
-        self._journal.rewrite(
+        """Start rewriting the journal with just the live offsets, off the loop (see
+        ``Journal.rewrite_off_loop``); commits go on meanwhile."""
+        started = self._journal.rewrite_off_loop(
             [{"g": group, "c": _entries(offsets)} for group, offsets in self.groups.items()]
         )
+        if started is not None:
+            started.add_done_callback(self._compacted)
+
+    def _compacted(self, _: asyncio.Task[None]) -> None:
         self._base_size = self._journal.size
         log.info("rewrote %s: %d groups, %d bytes", self.path, len(self.groups), self._base_size)
 

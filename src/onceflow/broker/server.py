@@ -28,7 +28,13 @@ from onceflow.broker.config import BrokerConfig, FlushPolicy
 from onceflow.broker.connection import enter_connection
 from onceflow.broker.fetch_waiters import FetchWaiters
 from onceflow.broker.groups import GroupCoordinator
-from onceflow.broker.limits import ConnectionLimits, InFlight
+from onceflow.broker.limits import (
+    ConnectionLimits,
+    InFlight,
+    ReadDeadlines,
+    ReadWatch,
+    RequestMemory,
+)
 from onceflow.broker.log.disk import StorageOffline
 from onceflow.broker.log.flusher import Flushable, GroupFlusher
 from onceflow.broker.log.journal import Journal
@@ -53,6 +59,10 @@ log = logging.getLogger(__name__)
 _SIZE = struct.Struct(">i")
 CLUSTER_ID = "onceflow-embedded"
 MAX_UNAUTHENTICATED_REQUEST_BYTES = 512 * 1024
+#: What a connection's stream buffers beyond what the broker has asked to read (it is
+#: outside queued.max.request.bytes, so it is kept small), and the largest request
+#: that never waits for request memory.
+STREAM_READ_AHEAD_BYTES = 512 * 1024
 #: Put on a connection's response queue after its last response: close once it is sent.
 _LAST_RESPONSE = object()
 
@@ -82,6 +92,9 @@ class Broker:
         #: The loop the broker runs on (set by start): its state is touched only there.
         self.loop: asyncio.AbstractEventLoop | None = None
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
+        self.request_memory = RequestMemory(config.queued_max_request_bytes)
+        self.read_deadlines = ReadDeadlines(config.request_read_timeout_ms / 1000)
+        self._deadline_sweeper: asyncio.Task[None] | None = None
         self.topics: TopicRegistry
         self.producer_ids: ProducerIdAllocator
         self.groups: GroupCoordinator
@@ -121,6 +134,7 @@ class Broker:
         # Finish transactions a crash interrupted before any client can look.
         await self.transactions.start()
         self.maintenance.start()
+        self._deadline_sweeper = asyncio.create_task(self.read_deadlines.run())
         for index, listener in enumerate(self.listeners):
             try:
                 server = await asyncio.start_server(
@@ -128,7 +142,7 @@ class Broker:
                     listener.host,
                     listener.port,
                     reuse_address=True,
-                    limit=2**20,
+                    limit=STREAM_READ_AHEAD_BYTES // 2,
                     ssl=ssl_context if listener.protocol.uses_tls else None,
                     ssl_handshake_timeout=(
                         self.config.authentication_timeout_ms / 1000
@@ -208,13 +222,20 @@ class Broker:
                 LogConfig(segment_bytes=self.config.segment_bytes),
                 self.fetch_waiters.notify,
             )
-            self.producer_ids = ProducerIdAllocator(data_dir / "producer-ids.json")
+            self.producer_ids = ProducerIdAllocator(
+                data_dir / "producer-ids.json", self.flusher.fail
+            )
             self.groups = GroupCoordinator.open(self)
             self.transactions = TransactionCoordinator(
                 self,
-                Journal(data_dir / "transactions.journal", self.make_durable),
+                Journal(data_dir / "transactions.journal", self.make_durable, self.flusher.fail),
                 self.groups.commit_transactional_offsets,
                 data_dir / "transactions.run",
+            )
+            # An id the journal holds may have been handed out just before a crash,
+            # ahead of its reservation landing: never hand it out again.
+            self.producer_ids.skip_past(
+                max((txn.producer_id for txn in self.transactions.describe()), default=-1)
             )
         except OSError as exc:
             self._release_lock()
@@ -236,6 +257,11 @@ class Broker:
             for server in self._servers:
                 await server.wait_closed()
             self._servers = []
+        if self._deadline_sweeper is not None:
+            self._deadline_sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._deadline_sweeper
+            self._deadline_sweeper = None
         await self.maintenance.stop()
         if hasattr(self, "transactions"):
             await self.transactions.drain()
@@ -309,18 +335,27 @@ class Broker:
         )
         # Bounded by in_flight, which the sender wakes even when it stops for good.
         responses: asyncio.Queue[Any] = asyncio.Queue()
-        in_flight = InFlight(self.config.max_inflight_requests, self.config.max_inflight_bytes)
+        in_flight = InFlight(
+            self.config.max_inflight_requests, self.config.max_inflight_bytes, self.request_memory
+        )
+        watch = self.read_deadlines.watch(writer.transport)
         sender = asyncio.create_task(self._send_responses(responses, writer, in_flight))
         try:
             while not sender.done():
                 await in_flight.wait_for_room()
-                frame = await self._read_frame(reader, session)
+                frame = await self._read_frame(reader, session, in_flight, watch)
                 if frame is None:
                     break
+                size = len(frame)
                 outcome = self._dispatch(frame, session)
+                # The next read may wait long: the request's bytes must not be held
+                # meanwhile (they are counted in the request memory until answered).
+                del frame
                 if outcome is not None:
-                    in_flight.take(len(frame))
-                    responses.put_nowait((outcome, len(frame)))
+                    in_flight.take()
+                    responses.put_nowait((outcome, size))
+                else:
+                    in_flight.drop(size)
                 if session.close_after_response:
                     responses.put_nowait((_LAST_RESPONSE, 0))
                     await sender
@@ -328,7 +363,8 @@ class Broker:
         except TimeoutError:
             log.info("closing connection from %s: not authenticated in time", peer)
         except ProtocolError as exc:
-            log.warning("closing connection from %s: %s", peer, exc)
+            if not watch.expired:  # else the deadline sweep has said why
+                log.warning("closing connection from %s: %s", peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -346,31 +382,68 @@ class Broker:
                 await writer.wait_closed()
             self._connections.pop(task, None)
             self.limits.release(ip)
+            self.read_deadlines.forget(watch)
+            # After the sender: gives back the memory of requests that got no answer.
+            in_flight.close()
 
-    async def _read_frame(self, reader: asyncio.StreamReader, session: Session) -> bytes | None:
+    async def _read_frame(
+        self,
+        reader: asyncio.StreamReader,
+        session: Session,
+        in_flight: InFlight,
+        watch: ReadWatch,
+    ) -> bytes | None:
         if session.authenticated:
-            return await self._read_frame_now(reader, self.config.max_request_bytes)
+            return await self._read_frame_now(
+                reader, self.config.max_request_bytes, in_flight, watch
+            )
         # Until it has authenticated, a client has a deadline counted from its accept, and
         # small frames only (Kafka's sasl.server.max.receive.size).
         if session.deadline is None:
             session.deadline = time.monotonic() + self.config.authentication_timeout_ms / 1000
         async with asyncio.timeout(max(0.0, session.deadline - time.monotonic())):
-            return await self._read_frame_now(reader, MAX_UNAUTHENTICATED_REQUEST_BYTES)
+            return await self._read_frame_now(
+                reader, MAX_UNAUTHENTICATED_REQUEST_BYTES, in_flight, watch
+            )
 
-    async def _read_frame_now(self, reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    async def _read_frame_now(
+        self, reader: asyncio.StreamReader, limit: int, in_flight: InFlight, watch: ReadWatch
+    ) -> bytes | None:
+        """One request frame, counted in the broker's request memory as it arrives. The
+        read deadline runs from the request's first byte, without the time the broker
+        made it wait for memory."""
         try:
-            prefix = await reader.readexactly(4)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise ProtocolError("connection closed inside a size prefix") from exc
+            first = await reader.readexactly(1)
+        except asyncio.IncompleteReadError:
             return None
+        watch.since = time.monotonic()
+        try:
+            prefix = first + await reader.readexactly(3)
+        except asyncio.IncompleteReadError as exc:
+            raise ProtocolError("connection closed inside a size prefix") from exc
         (size,) = _SIZE.unpack(prefix)
         if size < 8 or size > limit:
             raise ProtocolError(f"request size {size} is out of bounds")
-        try:
-            return await reader.readexactly(size)
-        except asyncio.IncompleteReadError as exc:
-            raise ProtocolError(f"connection closed after {len(exc.partial)}/{size} bytes") from exc
+        # A small request on a connection with nothing else unanswered (a heartbeat, a
+        # fetch, metadata) is never held back: it costs no more than the read-ahead,
+        # and a group must not fall apart because others send large produces.
+        may_wait = size > STREAM_READ_AHEAD_BYTES or in_flight.bytes > 0
+        chunks = []
+        received = 0
+        while received < size:
+            if may_wait and self.request_memory.full:
+                paused = time.monotonic()
+                await in_flight.wait_for_memory(half_read=received > 0)
+                watch.since += time.monotonic() - paused
+            chunk = await reader.read(size - received)
+            if not chunk:
+                raise ProtocolError(f"connection closed after {received}/{size} bytes")
+            in_flight.hold(len(chunk))
+            chunks.append(chunk)
+            received += len(chunk)
+        watch.since = None
+        in_flight.read_whole()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _dispatch(self, frame: bytes, session: Session) -> bytes | Awaitable[bytes] | None:
         """Decode one request and start its handler; returns the response or its promise."""

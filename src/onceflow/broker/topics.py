@@ -1,18 +1,25 @@
-"""Topics and their partitions, with the metadata that must survive a restart."""
+"""Topics and their partitions, with the metadata that must survive a restart.
+
+Every change to ``topics.json`` is written off the event loop (``write_json_off_loop``,
+one writer thread, so the last change asked for is the last to land) and the caller
+answers once it is durable. A topic being created is invisible until then: nothing
+can be appended to a topic that a crash could still forget.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.log.atomic import read_json, write_json_atomically
+from onceflow.broker.log.atomic import read_json, write_json_off_loop
 from onceflow.broker.log.partition import LogConfig, PartitionLog
 from onceflow.broker.topic_config import ConfigError, EffectiveConfig, TopicConfigs, validate
 
@@ -77,6 +84,8 @@ class TopicRegistry:
         self._on_visible = on_visible
         self.configs = configs or TopicConfigs({"segment.bytes": str(log_config.segment_bytes)})
         self.topics: dict[str, Topic] = {}
+        #: Topics being created, each until its creation is durable (then in topics).
+        self._creating: dict[str, tuple[Topic, asyncio.Task[Topic]]] = {}
         stored = read_json(data_dir / METADATA_FILE) or {"topics": []}
         for raw in stored["topics"]:
             configs = self._usable_configs(raw["name"], raw["configs"])
@@ -96,10 +105,14 @@ class TopicRegistry:
         return usable
 
     def _open(self, name: str, topic_id: uuid.UUID, count: int, configs: dict[str, str]) -> Topic:
+        topic = self._build(name, topic_id, count, configs)
+        self.topics[name] = topic
+        return topic
+
+    def _build(self, name: str, topic_id: uuid.UUID, count: int, configs: dict[str, str]) -> Topic:
         topic = Topic(name, topic_id, [], dict(configs))
         self._apply_configs(topic)
         topic.partitions = [self._open_partition(topic, index) for index in range(count)]
-        self.topics[name] = topic
         return topic
 
     def _open_partition(self, topic: Topic, index: int) -> PartitionLog:
@@ -153,7 +166,7 @@ class TopicRegistry:
     def check_new(self, name: str, partitions: int, replication_factor: int) -> None:
         """Raise TopicError if a topic with these settings cannot be created."""
         validate_topic_name(name)
-        if name in self.topics:
+        if name in self.topics or name in self._creating:
             raise TopicError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
         if partitions < 1:
             raise TopicError(
@@ -173,21 +186,45 @@ class TopicRegistry:
         except ConfigError as exc:
             raise TopicError(exc.code, str(exc)) from None
 
-    def create(self, name: str, partitions: int, configs: dict[str, str] | None = None) -> Topic:
+    def create(
+        self, name: str, partitions: int, configs: dict[str, str] | None = None
+    ) -> asyncio.Task[Topic]:
+        """Create a topic; the task yields it once its creation is durable (it is
+        visible from then on), or fails with the OSError that kept it from being."""
         self.check_new(name, partitions, 1)
         clean = self.check_configs(dict(configs or {}))
-        topic = self._open(name, uuid.uuid4(), partitions, clean)
-        self._persist()
+        topic = self._build(name, uuid.uuid4(), partitions, clean)
+        task = asyncio.ensure_future(self._publish(topic, self._persist(also=topic)))
+        self._creating[name] = topic, task
+        return task
+
+    async def _publish(self, topic: Topic, written: Awaitable[None]) -> Topic:
+        try:
+            await written
+        except BaseException:
+            for partition in topic.partitions:
+                partition.discard()
+            raise
+        finally:
+            del self._creating[topic.name]
+        self.topics[topic.name] = topic
         return topic
 
-    def set_configs(self, name: str, configs: dict[str, str]) -> None:
-        """Replace a topic's overrides (already validated) durably; the log follows at once."""
+    def creating(self, name: str) -> asyncio.Task[Topic] | None:
+        """The creation of topic ``name`` in progress, if there is one."""
+        entry = self._creating.get(name)
+        return entry[1] if entry is not None else None
+
+    def set_configs(self, name: str, configs: dict[str, str]) -> Awaitable[None]:
+        """Replace a topic's overrides (already validated); the log follows at once, the
+        awaitable completes once the change is durable."""
         topic = self.topics[name]
         topic.configs = dict(configs)
         self._apply_configs(topic)
-        self._persist()
+        return self._persist()
 
-    def add_partitions(self, name: str, total: int) -> None:
+    def add_partitions(self, name: str, total: int) -> Awaitable[None]:
+        """Grow a topic to ``total`` partitions; the awaitable completes once durable."""
         topic = self.topics[name]
         if total <= len(topic.partitions):
             raise TopicError(
@@ -199,14 +236,14 @@ class TopicRegistry:
             # A directory left behind by an older topic of this name must not be reused.
             shutil.rmtree(self._data_dir / f"{name}-{index}", ignore_errors=True)
             topic.partitions.append(self._open_partition(topic, index))
-        self._persist()
+        return self._persist()
 
-    def remove(self, name: str) -> list[tuple[PartitionLog, Path]]:
+    async def remove(self, name: str) -> list[tuple[PartitionLog, Path]]:
         """Forget a topic durably and move its directories aside (so a new topic of the
         same name starts empty); returns each partition with its directory's new path,
         for the caller to close and delete once nothing uses them."""
         topic = self.topics.pop(name)
-        self._persist()
+        await self._persist()
         moved = []
         for partition in topic.partitions:
             target = partition.directory.with_name(
@@ -216,8 +253,12 @@ class TopicRegistry:
             moved.append((partition, target))
         return moved
 
-    def _persist(self) -> None:
-        write_json_atomically(
+    def _persist(self, also: Topic | None = None) -> asyncio.Future[None]:
+        """Write topics.json as the topics are now (with the ones being created, and
+        ``also``): a snapshot taken here, written off the loop."""
+        being_created = [topic for topic, _ in self._creating.values()]
+        listed = [*self.topics.values(), *being_created, *([also] if also else [])]
+        return write_json_off_loop(
             self._data_dir / METADATA_FILE,
             {
                 "topics": [
@@ -225,9 +266,9 @@ class TopicRegistry:
                         "name": t.name,
                         "id": str(t.topic_id),
                         "partitions": len(t.partitions),
-                        "configs": t.configs,
+                        "configs": dict(t.configs),
                     }
-                    for t in self.topics.values()
+                    for t in listed
                 ]
             },
         )
@@ -236,6 +277,9 @@ class TopicRegistry:
         return [p for t in self.topics.values() for p in t.partitions]
 
     def close(self, durably: bool = True) -> None:
+        for topic, _ in self._creating.values():
+            for partition in topic.partitions:
+                partition.discard()
         for partition in self.all_partitions():
             if durably:
                 partition.close()

@@ -248,9 +248,10 @@ class TransactionCoordinator:
         if txn is None:
             if producer_id != -1:
                 raise TxnError(ErrorCode.invalid_producer_id_mapping)
-            txn = Transaction(transactional_id, self._broker.producer_ids.allocate(), 0, timeout_ms)
+            producer_id, reserved = self._broker.producer_ids.allocate()
+            txn = Transaction(transactional_id, producer_id, 0, timeout_ms)
             self._index(txn)
-            return self._persist_then(txn, lambda: (txn.producer_id, txn.epoch))
+            return self._persist_then(txn, lambda: (txn.producer_id, txn.epoch), reserved)
         if txn.state in PREPARED:
             raise self._concurrent(txn)
         if producer_id != -1:
@@ -259,32 +260,40 @@ class TransactionCoordinator:
                 raise TxnError(ErrorCode.invalid_producer_id_mapping)
             if epoch not in (txn.epoch, txn.last_epoch):
                 raise TxnError(ErrorCode.producer_fenced)
-        self._bump_epoch(txn)
+        reserved = self._bump_epoch(txn)
         # The previous incarnation's transaction can never finish: abort it.
         aborting = None
         if txn.state is TxnState.ONGOING:
             aborting = self._prepare(txn, commit=False).completed
-        return self._reinit(txn, timeout_ms, aborting)
+        return self._reinit(txn, timeout_ms, aborting, reserved)
 
     async def _reinit(
-        self, txn: Transaction, timeout_ms: int, aborting: Awaitable[None] | None
+        self,
+        txn: Transaction,
+        timeout_ms: int,
+        aborting: Awaitable[None] | None,
+        reserved: Awaitable[None] | None,
     ) -> tuple[int, int]:
         if aborting is not None:
             await aborting
         txn.timeout_ms = timeout_ms
         txn.state = TxnState.EMPTY
-        await _all([self._journal.append(txn.to_json())])
+        await _all([self._journal.append(txn.to_json()), reserved])
         return txn.producer_id, txn.epoch
 
-    def _bump_epoch(self, txn: Transaction) -> None:
+    def _bump_epoch(self, txn: Transaction) -> asyncio.Future[None] | None:
+        """Fence the current epoch; returns the reservation of a new producer id when
+        the epochs ran out (None when no id changed). The broker's start skips ids found
+        in the journal, so a crash before the reservation lands cannot reuse one."""
         txn.last_epoch = txn.epoch
         if txn.epoch + 1 >= MAX_EPOCH:
             del self._by_producer[txn.producer_id]
-            txn.producer_id = self._broker.producer_ids.allocate()
+            txn.producer_id, reserved = self._broker.producer_ids.allocate()
             txn.epoch = 0
             self._by_producer[txn.producer_id] = txn
-        else:
-            txn.epoch += 1
+            return reserved
+        txn.epoch += 1
+        return None
 
     # -- adding to a transaction -----------------------------------------------
 
@@ -472,13 +481,19 @@ class TransactionCoordinator:
         self._journal.append(txn.to_json(), durable=False)
         return _done()
 
-    def _persist_then(self, txn: Transaction, result: Callable[[], Any]) -> Awaitable[Any]:
-        """Journal the state now; the awaitable yields ``result()`` once it is durable."""
-        return _then(self._journal.append(txn.to_json()), result)
+    def _persist_then(
+        self, txn: Transaction, result: Callable[[], Any], also: Awaitable[None] | None = None
+    ) -> Awaitable[Any]:
+        """Journal the state now; the awaitable yields ``result()`` once it (and
+        ``also``) is durable."""
+        journaled = self._journal.append(txn.to_json())
+        return _then(journaled if also is None else _all([journaled, also]), result)
 
     def _maybe_compact(self) -> None:
-        if self._journal.records_written > 1000 + 10 * len(self.transactions):
-            self._journal.rewrite([t.to_json() for t in self.transactions.values()])
+        if self._journal.rewriting is None and self._journal.records_written > 1000 + 10 * len(
+            self.transactions
+        ):
+            self._journal.rewrite_off_loop([t.to_json() for t in self.transactions.values()])
 
     def describe(self) -> Iterable[Transaction]:
         return self.transactions.values()

@@ -7,6 +7,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.offline import StorageRefused, check_writable
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import allowed
 from onceflow.broker.security.acls import (
@@ -87,8 +88,10 @@ def create(broker: Any, header: Any, request: Any) -> Any:
         try:
             if refused is not None:
                 raise refused
-            broker.security.authorizer.store.add([_acl(creation)])
-        except _Refused as exc:
+            acl = _acl(creation)
+            check_writable(broker)
+            broker.security.authorizer.store.add([acl])
+        except (_Refused, StorageRefused) as exc:
             error, message = exc.code, str(exc)
         except AclError as exc:
             error, message = ErrorCode.unknown_server_error, str(exc)
@@ -151,9 +154,11 @@ def delete(broker: Any, header: Any, request: Any) -> Any:
         try:
             if refused is not None:
                 raise refused
-            removed = broker.security.authorizer.store.remove(_filter(wanted))
+            where = _filter(wanted)
+            check_writable(broker)
+            removed = broker.security.authorizer.store.remove(where)
             results.append(result(ErrorCode.none, None, removed))
-        except _Refused as exc:
+        except (_Refused, StorageRefused) as exc:
             results.append(result(exc.code, str(exc), []))
         except AclError as exc:
             results.append(result(ErrorCode.unknown_server_error, str(exc), []))

@@ -5,11 +5,20 @@ The transaction admin APIs live in txn_admin.py, DescribeLogDirs in log_dirs.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
 from onceflow.broker.log.retention import remove_directories
+from onceflow.broker.offline import (
+    StorageRefused,
+    answer_when_written,
+    check_writable,
+    refusals,
+    storage_write,
+)
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError
@@ -58,6 +67,11 @@ def delete_topics(broker: Any, header: Any, request: Any) -> Any:
             code = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
             results.append((name, topic_id, code, "topic does not exist"))
             continue
+        try:
+            check_writable(broker)
+        except StorageRefused as exc:
+            results.append((topic.name, topic.topic_id, exc.code, str(exc)))
+            continue
         # Maintenance leaves a deleting topic alone; the flag also refuses a second delete.
         topic.deleting = True
         doomed.append(topic)
@@ -87,7 +101,7 @@ def delete_topics(broker: Any, header: Any, request: Any) -> Any:
         await broker.maintenance.quiesce(partitions)
         moved = []
         for topic in doomed:
-            moved += broker.topics.remove(topic.name)
+            moved += await broker.topics.remove(topic.name)
             broker.groups.forget_topic(topic.name)
         await broker.flusher.drain()
         for partition, _ in moved:
@@ -102,12 +116,15 @@ def delete_topics(broker: Any, header: Any, request: Any) -> Any:
 
 
 def create_partitions(broker: Any, header: Any, request: Any) -> Any:
+    """Answer once the grown topics are durable (topics.json is written off the loop)."""
     m = response_module(CREATE_PARTITIONS, request.__version__)
     names = [t.name for t in request.topics]
     node = broker.config.node_id
-    results = []
+    # [name, error, message] per topic, in request order.
+    results: list[list[Any]] = []
+    waits: dict[int, Awaitable[None]] = {}
     for wanted in request.topics:
-        error, message = ErrorCode.none, None
+        result = [wanted.name, ErrorCode.none, None]
         try:
             if names.count(wanted.name) > 1:
                 raise TopicError(ErrorCode.invalid_request, f"topic {wanted.name!r} appears twice")
@@ -131,67 +148,101 @@ def create_partitions(broker: Any, header: Any, request: Any) -> Any:
                         f"every partition must be assigned to the single broker {node}",
                     )
             if not request.validate_only:
-                broker.topics.add_partitions(wanted.name, wanted.count)
-        except TopicError as exc:
-            error, message = ErrorCode(exc.code), str(exc)
-        results.append(
-            build(
-                m.CreatePartitionsTopicResult,
-                name=wanted.name,
-                error_code=error,
-                error_message=message,
-            )
+                with storage_write(broker):
+                    waits[len(results)] = broker.topics.add_partitions(wanted.name, wanted.count)
+        except (TopicError, StorageRefused) as exc:
+            result[1:] = ErrorCode(exc.code), str(exc)
+        results.append(result)
+
+    def respond() -> Any:
+        return build(
+            m.CreatePartitionsResponse,
+            throttle_time=NO_THROTTLE,
+            results=tuple(
+                build(
+                    m.CreatePartitionsTopicResult,
+                    name=name,
+                    error_code=error,
+                    error_message=message,
+                )
+                for name, error, message in results
+            ),
         )
-    return build(m.CreatePartitionsResponse, throttle_time=NO_THROTTLE, results=tuple(results))
+
+    return answer_when_written(broker, results, waits, respond)
 
 
 # -- DeleteRecords ---------------------------------------------------------------------
 
 
 def delete_records(broker: Any, header: Any, request: Any) -> Any:
-    """Advance each partition's log start offset (durably); retention then removes the
-    segments wholly below it."""
+    """Advance each partition's log start offset; answer once that is durable (written
+    off the loop). Retention then removes the segments wholly below it."""
     m = response_module(DELETE_RECORDS, request.__version__)
-    topics = []
+    # (topic name, [partition index, low watermark, error] per partition)
+    results: list[tuple[str, list[list[Any]]]] = []
+    waits: dict[tuple[int, int], Awaitable[None] | None] = {}
     for wanted in request.topics:
         topic = _live_topic(broker, wanted.name)
         deletable = allowed(broker, Operation.DELETE, ResourceType.TOPIC, wanted.name)
-        partitions = []
+        partitions: list[list[Any]] = []
         for asked in wanted.partitions:
-            error, low = ErrorCode.none, -1
+            result = [asked.partition_index, -1, ErrorCode.none]
             partition = (
                 topic.partitions[asked.partition_index]
                 if topic is not None and 0 <= asked.partition_index < len(topic.partitions)
                 else None
             )
             if not deletable:
-                error = ErrorCode.topic_authorization_failed
+                result[2] = ErrorCode.topic_authorization_failed
             elif partition is None:
-                error = ErrorCode.unknown_topic_or_partition
+                result[2] = ErrorCode.unknown_topic_or_partition
             elif topic is not None and topic.effective.compact and not topic.effective.delete:
                 # As Kafka: records of a compacted-only topic are removed by compaction.
-                error = ErrorCode.policy_violation
+                result[2] = ErrorCode.policy_violation
             else:
                 offset = (
                     partition.high_watermark if asked.offset == HIGH_WATERMARK else asked.offset
                 )
                 if not 0 <= offset <= partition.high_watermark:
-                    error = ErrorCode.offset_out_of_range
+                    result[2] = ErrorCode.offset_out_of_range
                 else:
-                    partition.advance_log_start(offset)
-                    low = partition.log_start_offset
-            partitions.append(
+                    try:
+                        with storage_write(broker):
+                            waits[len(results), len(partitions)] = partition.advance_log_start(
+                                offset
+                            )
+                        result[1] = partition.log_start_offset
+                    except StorageRefused as exc:
+                        result[2] = exc.code
+            partitions.append(result)
+        results.append((wanted.name, partitions))
+
+    def respond(outcomes: dict[tuple[int, int], Any]) -> Any:
+        for (t_slot, p_slot), refused in refusals(broker, outcomes).items():
+            results[t_slot][1][p_slot][1:] = -1, refused.code
+        return build(
+            m.DeleteRecordsResponse,
+            throttle_time=NO_THROTTLE,
+            topics=tuple(
                 build(
-                    m.DeleteRecordsPartitionResult,
-                    partition_index=asked.partition_index,
-                    low_watermark=low,
-                    error_code=error,
+                    m.DeleteRecordsTopicResult,
+                    name=name,
+                    partitions=tuple(
+                        build(
+                            m.DeleteRecordsPartitionResult,
+                            partition_index=index,
+                            low_watermark=low,
+                            error_code=error,
+                        )
+                        for index, low, error in partitions
+                    ),
                 )
-            )
-        topics.append(
-            build(m.DeleteRecordsTopicResult, name=wanted.name, partitions=tuple(partitions))
+                for name, partitions in results
+            ),
         )
-    return build(m.DeleteRecordsResponse, throttle_time=NO_THROTTLE, topics=tuple(topics))
+
+    return when_settled(waits, respond)
 
 
 # -- DescribeCluster -----------------------------------------------------------------

@@ -7,11 +7,12 @@ are described (read-only): the embedded broker takes them from its command line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.offline import StorageRefused, answer_when_written, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topic_config import (
@@ -74,6 +75,7 @@ def _broker_rows(broker: Any, name: str) -> Iterator[Row]:
         ("log.dirs", str(broker.config.data_dir), ConfigType.STRING),
         ("offsets.retention.minutes", str(int(cfg.offsets_retention_minutes)), ConfigType.INT),
         ("socket.request.max.bytes", str(broker.config.max_request_bytes), ConfigType.INT),
+        ("queued.max.request.bytes", str(cfg.queued_max_request_bytes), ConfigType.LONG),
         ("default.replication.factor", "1", ConfigType.INT),
         ("listeners", ",".join(map(str, broker.listeners)), ConfigType.LIST),
         ("sasl.enabled.mechanisms", ",".join(cfg.sasl_mechanisms), ConfigType.LIST),
@@ -162,9 +164,12 @@ def _alter(
     new_overrides: Callable[[dict[str, str], Any], dict[str, str]],
 ) -> Any:
     """Shared by both alter APIs: ``new_overrides(current, resource)`` computes and
-    validates a topic's overrides; they are stored unless the request only validates."""
+    validates a topic's overrides; they are stored unless the request only validates,
+    and the answer waits until they are durable (written off the loop)."""
     m = response_module(api_key, request.__version__)
-    responses = []
+    # [error, message] per resource, in request order.
+    results: list[list[Any]] = []
+    waits: dict[int, Awaitable[None]] = {}
     for resource in request.resources:
         error, message = ErrorCode.none, None
         try:
@@ -186,7 +191,8 @@ def _alter(
                     )
                 overrides = new_overrides(dict(topic.configs), resource)
                 if not request.validate_only:
-                    broker.topics.set_configs(topic.name, overrides)
+                    with storage_write(broker):
+                        waits[len(results)] = broker.topics.set_configs(topic.name, overrides)
             else:
                 raise ResourceError(
                     ErrorCode.invalid_request,
@@ -194,9 +200,15 @@ def _alter(
                 )
         except ConfigError as exc:
             error, message = exc.code, str(exc)
-        except ResourceError as exc:
+        except (ResourceError, StorageRefused) as exc:
             error, message = exc.code, str(exc)
-        responses.append(
+        results.append([error, message])
+    response_class = (
+        m.AlterConfigsResponse if api_key == ALTER_CONFIGS else m.IncrementalAlterConfigsResponse
+    )
+
+    def respond() -> Any:
+        responses = tuple(
             build(
                 m.AlterConfigsResourceResponse,
                 error_code=error,
@@ -204,11 +216,11 @@ def _alter(
                 resource_type=resource.resource_type,
                 resource_name=resource.resource_name,
             )
+            for resource, (error, message) in zip(request.resources, results, strict=True)
         )
-    response_class = (
-        m.AlterConfigsResponse if api_key == ALTER_CONFIGS else m.IncrementalAlterConfigsResponse
-    )
-    return build(response_class, throttle_time=NO_THROTTLE, responses=tuple(responses))
+        return build(response_class, throttle_time=NO_THROTTLE, responses=responses)
+
+    return answer_when_written(broker, results, waits, respond)
 
 
 def alter_configs(broker: Any, header: Any, request: Any) -> Any:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from onceflow.broker.handlers.metadata import may_create_topic
+from onceflow.broker.offline import StorageRefused, answer_when_written, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.topics import TopicError
 
@@ -14,16 +16,19 @@ API_KEY = 19
 
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
+    """Answer once every topic created is durable (its creation runs off the loop)."""
     m = response_module(API_KEY, request.__version__)
     names = [t.name for t in request.topics]
-    results = []
+    # [name, error, message] per topic answered, in request order.
+    results: list[list[Any]] = []
+    creations: dict[int, Awaitable[Any]] = {}
     answered: set[str] = set()
     for creatable in request.topics:
         # As Kafka: a name asked for twice gets one answer (INVALID_REQUEST).
         if creatable.name in answered:
             continue
         answered.add(creatable.name)
-        error, message = ErrorCode.none, None
+        result = [creatable.name, ErrorCode.none, None]
         try:
             if names.count(creatable.name) > 1:
                 raise TopicError(
@@ -35,15 +40,23 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             broker.topics.check_new(creatable.name, count, replication)
             configs = broker.topics.check_configs({c.name: c.value for c in creatable.configs})
             if not request.validate_only:
-                broker.topics.create(creatable.name, count, configs)
-        except TopicError as exc:
-            error, message = ErrorCode(exc.code), str(exc)
-        results.append(
-            build(
-                m.CreatableTopicResult, name=creatable.name, error_code=error, error_message=message
-            )
+                with storage_write(broker):
+                    creations[len(results)] = broker.topics.create(creatable.name, count, configs)
+        except (TopicError, StorageRefused) as exc:
+            result[1:] = ErrorCode(exc.code), str(exc)
+        results.append(result)
+
+    def respond() -> Any:
+        return build(
+            m.CreateTopicsResponse,
+            throttle_time=NO_THROTTLE,
+            topics=tuple(
+                build(m.CreatableTopicResult, name=name, error_code=error, error_message=message)
+                for name, error, message in results
+            ),
         )
-    return build(m.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=tuple(results))
+
+    return answer_when_written(broker, results, creations, respond)
 
 
 def _layout(broker: Any, creatable: Any) -> tuple[int, int]:

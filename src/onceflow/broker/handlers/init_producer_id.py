@@ -15,6 +15,7 @@ from onceflow.broker.handlers.transactions import (
     client_error,
     coordinator_error,
 )
+from onceflow.broker.offline import StorageRefused, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.transactions import TxnError
@@ -67,7 +68,21 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     # As Kafka: without a transactional id, every request gets a fresh producer id, even
     # one naming its current id and epoch (the Java client bumps an idempotent epoch on
     # its own; librdkafka asks for a new id).
-    return answer(ErrorCode.none, broker.producer_ids.allocate(), 0)
+    try:
+        with storage_write(broker):
+            producer_id, reserved = broker.producer_ids.allocate()
+    except StorageRefused:
+        # As the transactional path: the coordinator cannot serve; clients retry.
+        return answer(ErrorCode.coordinator_not_available)
+
+    def reserved_then(outcomes: dict[str, Any]) -> Any:
+        if isinstance(outcomes.get(DONE), OSError):
+            return answer(ErrorCode.coordinator_not_available)
+        return answer(ErrorCode.none, producer_id, 0)
+
+    # Answered once the id's reservation is on disk (rarely waited for: see
+    # producer_ids.py), so that no crash can hand it out again.
+    return when_settled({DONE: reserved}, reserved_then)
 
 
 def _may_write_idempotently(broker: Any) -> bool:

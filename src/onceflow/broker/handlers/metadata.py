@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.durable import when_settled
+from onceflow.broker.offline import StorageRefused, refusals, storage_write
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.topics import Topic, TopicError, validate_topic_name
@@ -59,7 +62,9 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
     def visible(name: str) -> bool:
         return allowed(broker, Operation.DESCRIBE, ResourceType.TOPIC, name)
 
-    entries = []
+    entries: list[Any] = []
+    # Slots of entries whose topic is being created: filled once it is durable.
+    creations: dict[int, Awaitable[Topic]] = {}
     if requested is None:
         # Topics the client may not describe are left out, as if they did not exist.
         entries = [
@@ -89,26 +94,46 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             except TopicError as exc:
                 entries.append(topic_entry(name, None, ErrorCode(exc.code)))
                 continue
-            if allow_create and broker.config.auto_create_topics and may_create_topic(broker, name):
-                topic = broker.topics.create(name, broker.config.default_partitions)
-                entries.append(topic_entry(name, topic, ErrorCode.none))
-            else:
-                entries.append(topic_entry(name, None, ErrorCode.unknown_topic_or_partition))
+            creation = broker.topics.creating(name)
+            if creation is None and (
+                allow_create and broker.config.auto_create_topics and may_create_topic(broker, name)
+            ):
+                try:
+                    with storage_write(broker):
+                        creation = broker.topics.create(name, broker.config.default_partitions)
+                except StorageRefused as exc:
+                    entries.append(topic_entry(name, None, exc.code))
+                    continue
+            if creation is not None:
+                creations[len(entries)] = creation
+            entries.append(topic_entry(name, None, ErrorCode.unknown_topic_or_partition))
 
     host, port = broker.advertised_endpoint()
-    return build(
-        m.MetadataResponse,
-        throttle_time=NO_THROTTLE,
-        brokers=(
-            build(
-                m.MetadataResponseBroker,
-                node_id=node,
-                host=host,
-                port=port,
-                rack=None,
+
+    def respond(created: dict[int, Any]) -> Any:
+        refused = refusals(broker, created)
+        for slot, outcome in created.items():
+            name = entries[slot].name
+            if slot in refused:
+                entries[slot] = topic_entry(name, None, refused[slot].code)
+            else:
+                entries[slot] = topic_entry(name, outcome, ErrorCode.none)
+        return build(
+            m.MetadataResponse,
+            throttle_time=NO_THROTTLE,
+            brokers=(
+                build(
+                    m.MetadataResponseBroker,
+                    node_id=node,
+                    host=host,
+                    port=port,
+                    rack=None,
+                ),
             ),
-        ),
-        cluster_id=broker.cluster_id,
-        controller_id=node,
-        topics=tuple(entries),
-    )
+            cluster_id=broker.cluster_id,
+            controller_id=node,
+            topics=tuple(entries),
+        )
+
+    # Answered once the topics it creates are durable (their creation runs off the loop).
+    return when_settled(creations, respond)

@@ -8,6 +8,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from onceflow.broker.offline import StorageRefused, check_writable
 from onceflow.broker.protocol import NO_THROTTLE, build, response_module
 from onceflow.broker.security.access import Operation, ResourceType, allowed
 from onceflow.broker.security.credentials import CredentialStoreError
@@ -78,11 +79,19 @@ def alter(broker: Any, header: Any, request: Any) -> Any:
     def note(name: str, error: ErrorCode, message: str | None) -> None:
         outcome.setdefault(name, (error, message))
 
+    refusal: tuple[ErrorCode, str] | None = None
     if not allowed(broker, Operation.ALTER, ResourceType.CLUSTER):
+        refusal = ErrorCode.cluster_authorization_failed, "not authorized"
+    else:
+        try:
+            check_writable(broker)
+        except StorageRefused as exc:
+            refusal = exc.code, str(exc)
+    if refusal is not None:
         # Nothing is attempted: every user named gets the refusal.
         duplicated = set(names)
         for name in names:
-            note(name, ErrorCode.cluster_authorization_failed, "not authorized")
+            note(name, *refusal)
     for name in duplicated:
         note(name, ErrorCode.duplicate_resource, f"user {name} is altered more than once")
     for deletion in request.deletions:

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from kio.schema.errors import ErrorCode
 
 from onceflow.broker.log import cleaner, disk
 from onceflow.broker.log.aborted_index import AbortedIndex, AbortedTxn
-from onceflow.broker.log.atomic import read_json, write_json_atomically
+from onceflow.broker.log.atomic import read_json, write_json_atomically, write_json_off_loop
 from onceflow.broker.log.segment import Segment
 from onceflow.broker.producers import Duplicate, ProducerStates
 from onceflow.broker.records import (
@@ -323,12 +323,14 @@ class PartitionLog:
 
     # -- retention and cleaning (driven by log/retention.py) -------------------
 
-    def advance_log_start(self, offset: int) -> None:
-        """DeleteRecords: make ``offset`` the first readable offset, durably."""
+    def advance_log_start(self, offset: int) -> Awaitable[None] | None:
+        """DeleteRecords: make ``offset`` the first readable offset now; the awaitable
+        (None: nothing to change) completes once that is durable, written off the loop.
+        A crash before then brings back records that no answer said were deleted."""
         if offset <= self.log_start_offset:
-            return
-        write_json_atomically(self.directory / LOG_START_FILE, {"offset": offset})
+            return None
         self._log_start = offset
+        return write_json_off_loop(self.directory / LOG_START_FILE, {"offset": offset})
 
     def detach_oldest(self, count: int) -> list[Segment]:
         """Remove the ``count`` oldest segments (never the active one) from the log and
