@@ -27,6 +27,7 @@ from onceflow.admin.wire import (
 )
 from onceflow.broker.protocol import build
 from onceflow.broker.records import ATTRIBUTES_OFFSET, CRC_OFFSET, LOG_OVERHEAD
+from onceflow.client_settings import ClientSecurity
 
 CLIENT_ID = "onceflow-wire-tests"
 LATEST = -1
@@ -72,8 +73,14 @@ class WireClient(KafkaConnection):
     """One raw connection with typed requests for the tests; responses are read in
     request order."""
 
-    def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(host, port, timeout, client_id=CLIENT_ID)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: ClientSecurity | None = None,
+    ) -> None:
+        super().__init__(host, port, timeout, client_id=CLIENT_ID, security=security)
 
     def closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """True once the broker closes the connection; False if it answers or stays open."""
