@@ -76,6 +76,7 @@ bench: $(STAMP) $(QUIX_STAMP) $(KAFKA_STAMP)
 	$(PY) bench/pipeline_throughput.py
 	$(PY) bench/startup.py
 	$(PY) bench/roll_latency.py
+	$(PY) bench/request_decode.py
 
 clean:
 	rm -rf $(VENV) $(QUIX_VENV) .kafka tests/java/target build dist src/*.egg-info
