@@ -1,8 +1,8 @@
 """Black-box mode: the example programs of ``examples/`` under the verifier's faults.
 
-The correct at-least-once and exactly-once loops pass; each deliberately broken one is
-flagged with the anomaly its bug makes. ``judge`` (the per-key verdict) is also tested
-on its own.
+The correct at-least-once and exactly-once loops pass, and so do the Quix Streams and
+faust-streaming applications; each deliberately broken one is flagged with the anomaly
+its bug makes. ``judge`` (the per-key verdict) is also tested on its own.
 """
 
 from __future__ import annotations
@@ -125,6 +125,21 @@ def test_quix_streams_exactly_once_app_passes(tmp_path: Path) -> None:
     assert result.findings.lost == set() and result.findings.duplicated == set()
     assert result.findings.orders == INPUTS
     assert len(result.notes) == 1 + 3 + 3, result.notes  # the seed, 3 kills, 3 faults
+
+
+def test_faust_at_least_once_app_passes(tmp_path: Path) -> None:
+    # Two instances under every black-box fault: Faust (aiokafka underneath) rejoins
+    # after kills, the pause, the broker's restart and the network faults by itself.
+    result = verify_program(
+        example("faust_at_least_once"), Guarantee.AT_LEAST_ONCE, seed=SEED, inputs=INPUTS,
+        kills=3, workdir=tmp_path,
+        faults=[INSTANCE_KILL, INSTANCE_PAUSE, "lost-produce-response", "network-cut",
+                "broker-kill"],
+    )  # fmt: skip
+    assert result.outcome is Outcome.PASS, result.to_json()
+    assert result.findings.lost == set() and result.findings.orders == INPUTS
+    # The seed, 3 kills and the 4 other faults, each landed (or the run is inconclusive).
+    assert len(result.notes) == 1 + 3 + 4, result.notes
 
 
 @pytest.mark.parametrize(
