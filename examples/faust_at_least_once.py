@@ -10,6 +10,12 @@ reads ``read_uncommitted`` unless the guarantee is exactly once, so it acts on r
 transactions its upstream aborted (outputs for inputs that never happened: the verifier
 reports them as aborted reads), and no setting changes that.
 
+An instance that starts while the broker is unreachable exits (aiokafka tries each
+bootstrap address once at start-up), to be restarted by its supervisor. The verifier
+restarts it too, but counts an exit it did not cause as a doubt: a seed that restarts
+an instance just before a broker kill or a network cut makes the run inconclusive
+(``--seed 5`` with the default schedule does).
+
     onceflow verify --guarantee at-least-once --input in --output out \\
         --command "python examples/faust_at_least_once.py {input} {output}"
 """
