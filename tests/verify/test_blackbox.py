@@ -109,6 +109,19 @@ def test_correct_exactly_once_loop_passes(tmp_path: Path) -> None:
     assert result.findings.orders == INPUTS
 
 
+def test_a_fault_armed_last_lands_while_the_program_finishes(tmp_path: Path) -> None:
+    # Seed 1 kills the one instance, then arms lost produce responses in the last round:
+    # the restarted Faust instance (seconds to start) writes nothing before every input
+    # is written, so the fault lands only while the verifier waits for the output.
+    result = verify_program(
+        example("faust_at_least_once", instances=1), Guarantee.AT_LEAST_ONCE, seed=1,
+        inputs=INPUTS, kills=1, workdir=tmp_path,
+        faults=[INSTANCE_KILL, "lost-produce-response"],
+    )  # fmt: skip
+    assert result.notes[-1].startswith("round 2: lost-produce-response"), result.notes
+    assert result.outcome is Outcome.PASS, result.to_json()
+
+
 def test_quix_streams_exactly_once_app_passes(tmp_path: Path) -> None:
     assert QUIX_PYTHON.exists(), f"{QUIX_PYTHON} is missing: make .venv-quix/.installed"
     command = f"{QUIX_PYTHON} -u {EXAMPLES / 'quix_exactly_once.py'} {{input}} {{output}}"
