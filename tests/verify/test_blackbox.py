@@ -1,8 +1,8 @@
 """Black-box mode: the example programs of ``examples/`` under the verifier's faults.
 
-The correct at-least-once and exactly-once loops pass; each deliberately broken one is
-flagged with the anomaly its bug makes. ``judge`` (the per-key verdict) is also tested
-on its own.
+The correct at-least-once and exactly-once loops pass, and so do the Quix Streams and
+faust-streaming applications; each deliberately broken one is flagged with the anomaly
+its bug makes. ``judge`` (the per-key verdict) is also tested on its own.
 """
 
 from __future__ import annotations
@@ -109,6 +109,19 @@ def test_correct_exactly_once_loop_passes(tmp_path: Path) -> None:
     assert result.findings.orders == INPUTS
 
 
+def test_a_fault_armed_last_lands_while_the_program_finishes(tmp_path: Path) -> None:
+    # Seed 1 kills the one instance, then arms lost produce responses in the last round:
+    # the restarted Faust instance (seconds to start) writes nothing before every input
+    # is written, so the fault lands only while the verifier waits for the output.
+    result = verify_program(
+        example("faust_at_least_once", instances=1), Guarantee.AT_LEAST_ONCE, seed=1,
+        inputs=INPUTS, kills=1, workdir=tmp_path,
+        faults=[INSTANCE_KILL, "lost-produce-response"],
+    )  # fmt: skip
+    assert result.notes[-1].startswith("round 2: lost-produce-response"), result.notes
+    assert result.outcome is Outcome.PASS, result.to_json()
+
+
 def test_quix_streams_exactly_once_app_passes(tmp_path: Path) -> None:
     assert QUIX_PYTHON.exists(), f"{QUIX_PYTHON} is missing: make .venv-quix/.installed"
     command = f"{QUIX_PYTHON} -u {EXAMPLES / 'quix_exactly_once.py'} {{input}} {{output}}"
@@ -125,6 +138,23 @@ def test_quix_streams_exactly_once_app_passes(tmp_path: Path) -> None:
     assert result.findings.lost == set() and result.findings.duplicated == set()
     assert result.findings.orders == INPUTS
     assert len(result.notes) == 1 + 3 + 3, result.notes  # the seed, 3 kills, 3 faults
+
+
+def test_faust_at_least_once_app_passes(tmp_path: Path) -> None:
+    # Two instances under every black-box fault: Faust (aiokafka underneath) rejoins
+    # after kills, the pause, the broker's restart and the network faults by itself.
+    # This seed restarts no instance just before the broker kill or the cut: a Faust
+    # instance starting while the broker is unreachable exits (see the example).
+    result = verify_program(
+        example("faust_at_least_once"), Guarantee.AT_LEAST_ONCE, seed=SEED, inputs=INPUTS,
+        kills=3, workdir=tmp_path,
+        faults=[INSTANCE_KILL, INSTANCE_PAUSE, "lost-produce-response", "network-cut",
+                "broker-kill"],
+    )  # fmt: skip
+    assert result.outcome is Outcome.PASS, result.to_json()
+    assert result.findings.lost == set() and result.findings.orders == INPUTS
+    # The seed, 3 kills and the 4 other faults, each landed (or the run is inconclusive).
+    assert len(result.notes) == 1 + 3 + 4, result.notes
 
 
 @pytest.mark.parametrize(
