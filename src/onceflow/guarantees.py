@@ -87,13 +87,6 @@ _PRODUCER: dict[Guarantee, tuple[Setting, ...]] = {
             "the broker aborts a transaction left open by a dead process",
             False,
         ),
-        Setting(
-            "metadata.recovery.strategy",
-            "none",
-            "librdkafka 2.16 re-bootstraps when all brokers restart and can then hang "
-            "send_offsets_to_transaction with the transaction open (librdkafka #5511)",
-            False,
-        ),
     ),
 }
 
