@@ -11,9 +11,11 @@ a zombie steps aside instead of fencing its own successor back.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from onceflow.client_logging import client_config
@@ -25,6 +27,15 @@ _CONNECTION_KEYS = ("bootstrap.servers", "metadata.broker.list", "client.id",
                     "client.dns.lookup", "security.protocol", "broker.address.family",
                     "connections.max.idle.ms", "enable.ssl.certificate.verification",
                     "oauth_cb", "error_cb")  # fmt: skip
+# What a coordinator answers while it moves to another broker or loads the group there.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
+RETRY_BACKOFF_SECONDS = 0.2
 _CONNECTION_PREFIXES = ("ssl.", "sasl.", "socket.", "reconnect.", "retry.backoff", "https.")
 
 
@@ -69,13 +80,23 @@ def membership(
 ) -> Membership:
     """Ask the group coordinator (DescribeGroups) whether the consumer with
     ``member_id``, configured by ``consumer_settings``, is still its group's member.
-    Raises ``KafkaException`` if the coordinator cannot be asked within ``timeout``."""
+    A coordinator that is moving or loading (a broker failover) is asked again until
+    ``timeout``; raises ``KafkaException`` if it cannot be asked within it."""
     group = str(consumer_settings["group.id"])
     instance = consumer_settings.get("group.instance.id")
     admin = AdminClient(client_config(connection_settings(consumer_settings)))
+    deadline = time.monotonic() + timeout
     try:
-        future = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
-        description = future.result(timeout=timeout)
+        while True:
+            future = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+            try:
+                description = future.result(timeout=timeout)
+                break
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in COORDINATOR_MOVING or time.monotonic() > deadline:
+                    raise
+            time.sleep(RETRY_BACKOFF_SECONDS)
     finally:
         admin.poll(0)  # hands the client's queued log lines to Python logging
     members = [(m.member_id, m.group_instance_id) for m in description.members]

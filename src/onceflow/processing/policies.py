@@ -44,8 +44,9 @@ MAX_COMMIT_ATTEMPTS = 5
 # may have been replaced meanwhile, and processing the batch then would put its effects
 # after the successor's later ones; losing the batch instead is within the guarantee.
 # A replacement takes longer than this gap (a process starts, joins, is assigned), so
-# past it the runner asks the group whether it is still the member; a processing
-# function that is slow on its own costs one such question per slow record.
+# past it the runner asks the group who holds its identity, and stops (the batch left
+# unprocessed) if a restart of it does; a processing function that is slow on its own
+# costs one such question per slow record.
 STALE_GAP_SECONDS = 0.2
 
 # Group errors that mean "this member's assignment is stale": the group moved on (a
@@ -257,24 +258,24 @@ class AtMostOnce(CommitPolicy):
             return
         checked = time.monotonic()
         self.runner.fault(AFTER_COMMIT)
-        for index, record in enumerate(records):
+        for record in records:
             if time.monotonic() - checked > STALE_GAP_SECONDS:
-                if not self._still_ours():
-                    log.warning("dropping %d committed records: the group moved on "
-                                "while this runner was stopped", len(records) - index)  # fmt: skip
-                    self.runner.stats.errors.append("STALE_BATCH")
-                    self.runner.request_rejoin()
-                    break
+                self._stop_if_replaced()
                 checked = time.monotonic()
             self._process([record])
         if self.runner.sink is not None:
             self.runner.sink.commit(self.runner.group, self.pending)
         self._clear()
 
-    def _still_ours(self) -> bool:
-        """Whether this runner is still the group's member (raises InstanceFencedError
-        when a restart of it holds its identity now)."""
-        return self.runner.check_identity() is Membership.MEMBER
+    def _stop_if_replaced(self) -> None:
+        """Raise InstanceFencedError (the rest of the batch is never processed, which at
+        most once allows) if a restart of this runner holds its identity now. A group
+        that cannot say, or that only lost track of this member, is no reason to drop
+        work: the consumer finds out on its own, as before."""
+        try:
+            self.runner.check_identity()
+        except KafkaException as exc:
+            log.warning("cannot ask the group coordinator about this runner: %s", exc)
 
 
 class AtLeastOnce(CommitPolicy):
