@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from onceflow.kafka_admin import create_topics
 from onceflow.testing import KafkaCluster
+from onceflow.verify.replication import refusal
 
 from .support import produce_acked, read_values
 
@@ -85,13 +86,7 @@ def test_acks_all_below_min_insync_replicas_is_refused(
     # The leader decides acks=all against its own view of the ISR: ask it.
     assert cluster.wait_for_isr(topic, 0, 1, timeout=60, via=leader) == {1}
 
-    errors: list[KafkaError] = []
-    producer = Producer(
-        {"bootstrap.servers": leader.bootstrap, "acks": "all", "retries": 0, "linger.ms": 0}
-    )
-    producer.produce(topic, b"refused", on_delivery=lambda err, _msg: errors.append(err))
-    producer.flush(30)
-    assert [e.code() for e in errors] == [KafkaError.NOT_ENOUGH_REPLICAS]
+    assert refusal(leader.bootstrap, topic, "all") == "NOT_ENOUGH_REPLICAS"
     # acks=1 asks only the leader, which still takes the write.
     assert len(produce_acked(leader.bootstrap, topic, [b"taken"], {"acks": "1"})) == 1
 

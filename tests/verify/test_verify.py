@@ -131,23 +131,6 @@ def test_zombie_resumed_after_its_partitions_moved(guarantee: Guarantee, tmp_pat
     assert successor["processed"] > 0, successor
 
 
-def test_at_most_once_zombie_drops_its_committed_batch_instead_of_reordering(
-    tmp_path: Path,
-) -> None:
-    # At most once the zombie stops right after committing a batch it has not processed.
-    # Resumed, it must not process it after its successor's later records (that would
-    # reorder payments per customer); dropping it is within the guarantee.
-    result = verify(Guarantee.AT_MOST_ONCE, ["zombie"], orders=ORDERS, workdir=tmp_path)
-    (note,) = [n for n in result.notes if n.startswith("zombie:")]
-    assert "resumed" in note, note
-    zombie_proc = note.split()[1]
-    assert result.ok, result.to_json()
-    assert result.findings.count(checker.ORDER_VIOLATION) == 0
-    assert result.findings.duplicated == set()
-    fenced = [n.split()[1] for n in result.notes if n.startswith("worker-fenced: ")]
-    assert fenced == [zombie_proc], result.notes
-
-
 @pytest.mark.parametrize("sink", ["sqlite", "postgresql"])
 def test_exactly_once_sink_under_the_zombie_fault(sink: str) -> None:
     with SinkDatabases() as databases:

@@ -27,7 +27,6 @@ from onceflow.processing.errors import (
     PartitionsFencedError,
     ProducerFencedError,
 )
-from onceflow.processing.membership import Membership
 from onceflow.processing.records import Record
 from onceflow.processing.sinks.sink import DatabaseSink, TopicPartitionKey
 from onceflow.processing.stats import RunStats
@@ -38,16 +37,6 @@ log = logging.getLogger(__name__)
 # means something else keeps fencing us: stop instead of spinning.
 MAX_REBUILDS = 3
 MAX_COMMIT_ATTEMPTS = 5
-
-# At most once, a batch is processed after its positions are committed. A runner that
-# was stopped in between (SIGSTOP, a long GC or swap pause: the monotonic clock runs on)
-# may have been replaced meanwhile, and processing the batch then would put its effects
-# after the successor's later ones; losing the batch instead is within the guarantee.
-# A replacement takes longer than this gap (a process starts, joins, is assigned), so
-# past it the runner asks the group who holds its identity, and stops (the batch left
-# unprocessed) if a restart of it does; a processing function that is slow on its own
-# costs one such question per slow record.
-STALE_GAP_SECONDS = 0.2
 
 # Group errors that mean "this member's assignment is stale": the group moved on (a
 # rebalance, another owner, or a broker restart that forgot the in-memory group). The
@@ -103,11 +92,6 @@ class Loop(Protocol):
 
     def request_rejoin(self) -> None:
         """Leave the group and join again once the current call returns."""
-        ...
-
-    def check_identity(self) -> Membership:
-        """Ask the group coordinator whether this runner is still its group's member;
-        raise ``InstanceFencedError`` if a newer runner holds its identity."""
         ...
 
     def identity_taken(self) -> InstanceFencedError:
@@ -256,26 +240,11 @@ class AtMostOnce(CommitPolicy):
             # Not committed, so not ours to process: another member (or this one after
             # rejoining) starts at the committed offsets; processing now could duplicate.
             return
-        checked = time.monotonic()
         self.runner.fault(AFTER_COMMIT)
-        for record in records:
-            if time.monotonic() - checked > STALE_GAP_SECONDS:
-                self._stop_if_replaced()
-                checked = time.monotonic()
-            self._process([record])
+        self._process(records)
         if self.runner.sink is not None:
             self.runner.sink.commit(self.runner.group, self.pending)
         self._clear()
-
-    def _stop_if_replaced(self) -> None:
-        """Raise InstanceFencedError (the rest of the batch is never processed, which at
-        most once allows) if a restart of this runner holds its identity now. A group
-        that cannot say, or that only lost track of this member, is no reason to drop
-        work: the consumer finds out on its own, as before."""
-        try:
-            self.runner.check_identity()
-        except KafkaException as exc:
-            log.warning("cannot ask the group coordinator about this runner: %s", exc)
 
 
 class AtLeastOnce(CommitPolicy):

@@ -183,10 +183,18 @@ def below_min_isr(cluster: KafkaCluster, acks: str, min_isr: int) -> str:
     cluster.node(2).kill()
     # The leader decides acks=all against its own view of the ISR: ask it.
     cluster.wait_for_isr(topic, 0, 1, timeout=DEADLINE, via=cluster.node(1))
-    # Even the leader's metadata can show the shrink a moment before its replica
-    # manager applies it; a produce in that moment is appended, waits for node 2 and
-    # times out (not acknowledged either). Probe again until the answer is a decision.
-    producer = _producer(cluster.node(1).bootstrap, acks, retries=0, **PROBE_TIMEOUTS)
+    return refusal(cluster.node(1).bootstrap, topic, acks)
+
+
+def refusal(bootstrap: str, topic: str, acks: str) -> str:
+    """What one record sent to ``topic``'s leader at ``bootstrap`` gets, with
+    ``retries=0``: "accepted" or the broker's error name.
+
+    Even the leader's metadata can show a shrunk ISR a moment before its replica manager
+    applies it; a produce in that moment is appended, waits for the missing follower and
+    times out (not acknowledged either). So it is sent again until the answer is a
+    decision."""
+    producer = _producer(bootstrap, acks, retries=0, **PROBE_TIMEOUTS)
     answer = "no answer"
     for _ in range(PROBE_ATTEMPTS):
         outcome: list[KafkaError | None] = []
