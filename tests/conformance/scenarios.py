@@ -38,30 +38,32 @@ def _ok(response: Any) -> Any:
     return response
 
 
-def retried_unstable(call: Callable[[], Any]) -> Any:
-    """OffsetFetch again while its partition answers UNSTABLE_OFFSET_COMMIT (bounded)."""
+def _retried_while(call: Callable[[], Any], retriable: Callable[[Any], bool]) -> Any:
+    """``call()`` again while its answer is ``retriable``, as a client would: bounded by
+    a deadline, the pause between tries is the client's backoff, not a wait."""
     deadline = time.monotonic() + 30.0
-    while True:
-        answer = call()
-        (partition,) = answer.topics[0].partitions
-        if partition.error_code != ErrorCode.unstable_offset_commit:
-            return answer
+    while retriable(answer := call()):
         assert time.monotonic() < deadline, answer
         time.sleep(0.05)
+    return answer
+
+
+def retried_unstable(call: Callable[[], Any]) -> Any:
+    """OffsetFetch again while its partition answers UNSTABLE_OFFSET_COMMIT (bounded)."""
+
+    def unstable(answer: Any) -> bool:
+        (partition,) = answer.topics[0].partitions
+        return partition.error_code == ErrorCode.unstable_offset_commit
+
+    return _retried_while(call, unstable)
 
 
 def retried_concurrent(call: Callable[[], Any]) -> Any:
     """AddPartitionsToTxn again while a partition answers CONCURRENT_TRANSACTIONS, as
     Kafka does until the markers of the transaction before are written (bounded)."""
-    deadline = time.monotonic() + 30.0
-    while True:
-        answer = call()
-        codes = {p.partition_error_code for t in answer.results_by_topic_v3_and_below
-                 for p in t.results_by_partition}  # fmt: skip
-        if ErrorCode.concurrent_transactions not in codes:
-            return answer
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.05)
+    return _retried_while(call, lambda a: any(
+        p.partition_error_code == ErrorCode.concurrent_transactions
+        for t in a.results_by_topic_v3_and_below for p in t.results_by_partition))  # fmt: skip
 
 
 def _added(response: Any) -> Any:
