@@ -149,17 +149,7 @@ class Phase:
 def produce(bootstrap: str, topic: str, partitions: int, records: int, timeout: float) -> Phase:
     """Produce ``records`` round-robin over the partitions; time until all are delivered."""
     result = Phase(records)
-
-    def on_delivery(error: KafkaError | None, _message: Any) -> None:
-        if error is None:
-            result.done += 1
-        else:
-            result.error(str(error))
-
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "on_delivery": on_delivery, **PRODUCER_CONFIG}
-    )
-    warm_up(producer, result)
+    producer = warm_producer(bootstrap, result)
     payload = b"x" * RECORD_BYTES
     deadline = time.monotonic() + timeout
     start = time.perf_counter()
@@ -171,6 +161,22 @@ def produce(bootstrap: str, topic: str, partitions: int, records: int, timeout: 
         producer.purge()
         producer.flush(0)
     return result
+
+
+def warm_producer(bootstrap: str, result: Phase) -> Producer:
+    """A producer counting its deliveries and errors into ``result``, warmed up."""
+
+    def on_delivery(error: KafkaError | None, _message: Any) -> None:
+        if error is None:
+            result.done += 1
+        else:
+            result.error(str(error))
+
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "on_delivery": on_delivery, **PRODUCER_CONFIG}
+    )
+    warm_up(producer, result)
+    return producer
 
 
 def warm_up(producer: Producer, result: Phase) -> None:

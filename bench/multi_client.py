@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -43,12 +43,11 @@ from broker_throughput import (
     CONSUME_BATCH,
     CONSUME_POLL_SECONDS,
     CONSUMER_CONFIG,
-    PRODUCER_CONFIG,
     WARM_UP_TOPIC,
     Phase,
     produce_until,
     tally,
-    warm_up,
+    warm_producer,
 )
 from targets import SETUP_TIMEOUT, Target, kafka_target, mock_target, onceflow_target
 
@@ -67,17 +66,7 @@ TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
 
 def produce_worker(bootstrap: str, count: int, timeout: float) -> dict[str, Any]:
     result = Phase(count)
-
-    def on_delivery(error: KafkaError | None, _message: Any) -> None:
-        if error is None:
-            result.done += 1
-        else:
-            result.error(str(error))
-
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "on_delivery": on_delivery, **PRODUCER_CONFIG}
-    )
-    warm_up(producer, result)
+    producer = warm_producer(bootstrap, result)
     _ready()
     started = time.monotonic()
     deadline = started + timeout
