@@ -6,8 +6,10 @@ import dataclasses
 import datetime
 import time
 from pathlib import Path
+from typing import Any
 
 from kio.schema.errors import ErrorCode
+from txn_wire import TxnProducer
 from wire import FETCH_VERSION, WireClient, decode_batches, values_batch
 
 from onceflow.broker.config import BrokerConfig
@@ -18,6 +20,7 @@ FETCH = 1
 MAX_WAIT = datetime.timedelta(seconds=30)
 PARK_TIMEOUT_SECONDS = 10.0
 BUSY_APPENDS = 50
+READ_COMMITTED = 1
 
 
 def test_appends_to_another_partition_do_not_wake_a_parked_fetch(tmp_path: Path) -> None:
@@ -51,3 +54,118 @@ def test_appends_to_another_partition_do_not_wake_a_parked_fetch(tmp_path: Path)
             assert broker.fetch_waiters.wakeups == 1
             assert broker.fetch_waiters.parked(quiet) == 0
             poller.close()
+
+
+MIN_BYTES = 2_000
+
+
+def _park(broker: Any, poller: WireClient, request: Any, partition: Any) -> int:
+    sent = poller.send(request)
+    deadline = time.monotonic() + PARK_TIMEOUT_SECONDS
+    while broker.fetch_waiters.parked(partition) == 0:
+        assert time.monotonic() < deadline, "the fetch never parked"
+    return sent
+
+
+def test_a_parked_fetch_sleeps_through_appends_below_its_min_bytes(tmp_path: Path) -> None:
+    with run_in_thread(BrokerConfig(data_dir=tmp_path / "data", port=0)) as running:
+        broker = running.broker
+        with WireClient.connect(running.bootstrap) as producer:
+            producer.ensure_topic("trickle")
+            partition = broker.topics.partition("trickle", 0)
+            poller = WireClient.connect(running.bootstrap)
+            request = dataclasses.replace(
+                poller.fetch_request("trickle", 0, 0), max_wait=MAX_WAIT, min_bytes=MIN_BYTES
+            )
+            sent = _park(broker, poller, request, partition)
+
+            appended = 0
+            sizes = []
+            while True:
+                batch = values_batch([b"drop-%d" % len(sizes)])
+                answer = producer.produce("trickle", 0, batch)
+                assert answer.error_code == ErrorCode.none
+                sizes.append(len(batch))
+                if appended + len(batch) >= MIN_BYTES:
+                    break
+                appended += len(batch)
+                # Acknowledged, so visible: the fetch was told and went on sleeping.
+                assert partition.fetchable(0, partition.high_watermark) == (appended, False)
+                assert broker.fetch_waiters.wakeups == 0
+                assert broker.fetch_waiters.parked(partition) == 1
+            assert len(sizes) > 10
+
+            response = poller.receive(FETCH, FETCH_VERSION, sent)
+            (data,) = response.responses[0].partitions
+            assert len(data.records or b"") == sum(sizes) >= MIN_BYTES
+            assert broker.fetch_waiters.wakeups == 1
+            poller.close()
+
+
+def test_a_parked_fetch_answers_once_its_segment_is_complete(tmp_path: Path) -> None:
+    # As Kafka does: a read stays in one segment, so once the log rolls past the fetch
+    # offset's segment, waiting for min_bytes could not make the answer bigger.
+    config = BrokerConfig(data_dir=tmp_path / "data", port=0, segment_bytes=600)
+    with run_in_thread(config) as running:
+        broker = running.broker
+        with WireClient.connect(running.bootstrap) as producer:
+            producer.ensure_topic("rolling")
+            partition = broker.topics.partition("rolling", 0)
+            poller = WireClient.connect(running.bootstrap)
+            request = dataclasses.replace(
+                poller.fetch_request("rolling", 0, 0), max_wait=MAX_WAIT, min_bytes=MIN_BYTES
+            )
+            sent = _park(broker, poller, request, partition)
+            first_segment = []
+            for i in range(BUSY_APPENDS):
+                answer = producer.produce("rolling", 0, values_batch([b"roll-%d" % i]))
+                assert answer.error_code == ErrorCode.none
+                if len(partition.segments) > 1:
+                    break
+                first_segment.append(b"roll-%d" % i)
+                assert broker.fetch_waiters.wakeups == 0
+            assert len(partition.segments) > 1
+
+            started = time.monotonic()
+            response = poller.receive(FETCH, FETCH_VERSION, sent)
+            assert time.monotonic() - started < MAX_WAIT.total_seconds() / 2
+            (data,) = response.responses[0].partitions
+            values = [r.value for b in decode_batches(data.records or b"") for r in b.records]
+            assert values == first_segment
+            assert len(data.records or b"") < MIN_BYTES
+            poller.close()
+
+
+def test_read_committed_min_bytes_counts_only_committed_data(tmp_path: Path) -> None:
+    with run_in_thread(BrokerConfig(data_dir=tmp_path / "data", port=0)) as running:
+        broker = running.broker
+        with WireClient.connect(running.bootstrap) as admin:
+            admin.ensure_topic("ledger")
+        partition = broker.topics.partition("ledger", 0)
+        txn = TxnProducer(running.bootstrap, "min-bytes-txn")
+        poller = WireClient.connect(running.bootstrap)
+        try:
+            request = dataclasses.replace(
+                poller.fetch_request("ledger", 0, 0, isolation_level=READ_COMMITTED),
+                max_wait=MAX_WAIT,
+                min_bytes=MIN_BYTES,
+            )
+            sent = _park(broker, poller, request, partition)
+            txn.add_partitions([("ledger", 0)])
+            for i in range(40):
+                txn.produce("ledger", 0, [b"open-%03d" % i + b"." * 64])
+            # Plenty of bytes, all of them behind an open transaction (the LSO).
+            assert partition.fetchable(0, partition.high_watermark)[0] >= MIN_BYTES
+            assert partition.fetchable(0, partition.last_stable_offset) == (0, False)
+            assert broker.fetch_waiters.wakeups == 0
+            assert broker.fetch_waiters.parked(partition) == 1
+
+            assert txn.end_txn(commit=True) == ErrorCode.none
+            response = poller.receive(FETCH, FETCH_VERSION, sent)
+            (data,) = response.responses[0].partitions
+            values = [r.value for b in decode_batches(data.records or b"") for r in b.records]
+            assert values[:40] == [b"open-%03d" % i + b"." * 64 for i in range(40)]
+            assert broker.fetch_waiters.wakeups >= 1
+        finally:
+            poller.close()
+            txn.close()

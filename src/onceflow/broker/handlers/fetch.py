@@ -16,9 +16,16 @@ READ_COMMITTED = 1
 
 def handle(broker: Any, header: Any, request: Any) -> Any:
     response, size = _collect(broker, request)
-    if size >= request.min_bytes or request.max_wait.total_seconds() <= 0 or size < 0:
+    if request.max_wait.total_seconds() <= 0 or _answer_now(broker, request, size):
         return response
     return _long_poll(broker, request)
+
+
+def _answer_now(broker: Any, request: Any, size: int) -> bool:
+    """Whether an answer of ``size`` record bytes (-1: an error) goes out now."""
+    if size < 0 or size >= request.min_bytes:
+        return True
+    return request.min_bytes > 1 and _min_bytes_met(broker, request)
 
 
 async def _long_poll(broker: Any, request: Any) -> Any:
@@ -30,14 +37,37 @@ async def _long_poll(broker: Any, request: Any) -> Any:
         for wanted in request.topics
         for asked in wanted.partitions
     ]
+    ready = None if request.min_bytes <= 1 else lambda: _min_bytes_met(broker, request)
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
             return _collect(broker, request)[0]
-        await broker.fetch_waiters.wait([p for p in partitions if p is not None], remaining)
+        await broker.fetch_waiters.wait([p for p in partitions if p is not None], remaining, ready)
         response, size = _collect(broker, request)
-        if size >= request.min_bytes or size < 0:
+        if _answer_now(broker, request, size):
             return response
+
+
+def _min_bytes_met(broker: Any, request: Any) -> bool:
+    """Whether the visible data behind the fetch offsets reaches min_bytes, from the
+    logs' positions alone (no answer built). As in Kafka, a partition whose fetch offset
+    is on a segment before the visible end also makes the fetch answer: its read stops
+    at that segment's end, so waiting would not add to it."""
+    if broker.storage_error is not None:
+        return True  # the answer is an error now
+    upper_is_lso = request.isolation_level == READ_COMMITTED
+    found = 0
+    for wanted in request.topics:
+        for asked in wanted.partitions:
+            partition = broker.topics.partition(wanted.topic, asked.partition)
+            if partition is None:
+                return True  # deleted while parked: the answer is an error now
+            upper = partition.last_stable_offset if upper_is_lso else partition.high_watermark
+            size, rolled = partition.fetchable(asked.fetch_offset, upper)
+            found += min(size, asked.partition_max_bytes)
+            if rolled or found >= request.min_bytes:
+                return True
+    return False
 
 
 def _collect(broker: Any, request: Any) -> tuple[Any, int]:

@@ -396,6 +396,24 @@ class PartitionLog:
         self._read_hint = (last_header.last_offset + 1, segment, position + end)
         return chunk[:end]
 
+    def fetchable(self, offset: int, upper: int) -> tuple[int, bool]:
+        """What ``read`` from ``offset`` below ``upper`` (a batch boundary: the high
+        watermark or the LSO) returns when no byte limit cuts it short: its size, and
+        whether it stops at the end of a segment short of ``upper``. A read stays in one
+        segment, so then waiting cannot make it bigger. Lets a parked fetch judge its
+        min_bytes without building an answer."""
+        if offset >= upper:
+            return 0, False
+        start = self._find(offset)
+        if start is None:
+            return 0, False
+        first, first_position = start
+        end = self._find(upper)
+        last, last_position = end if end is not None else (self.active, self.active.size)
+        if first is last:
+            return last_position - first_position, False
+        return first.size - first_position, True
+
     def _find(self, offset: int) -> tuple[Segment, int] | None:
         hint = self._read_hint
         if hint is not None and hint[0] == offset and hint[2] < hint[1].size:
