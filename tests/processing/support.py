@@ -142,7 +142,7 @@ def count_charges(db_url: str) -> int:
         return 0
     db = open_db(db_url)
     try:
-        return len(db.query(f"SELECT key FROM {LEDGER_TABLE}"))
+        return len(db.query(f"SELECT order_id FROM {LEDGER_TABLE}"))
     except Exception:  # the worker has not created the table yet
         db.rollback()
         return 0

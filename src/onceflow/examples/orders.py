@@ -46,6 +46,8 @@ from onceflow.processing import (
 ORDERS = "orders"
 PAYMENTS = "payments"
 LEDGER_TABLE = "charges"
+#: The ledger is a table of the application's own: one typed row per charged order.
+LEDGER_COLUMNS = {"order_id": "TEXT", "customer": "TEXT", "amount": "BIGINT"}
 BALANCES_TABLE = "balances"
 
 
@@ -118,7 +120,7 @@ def charge(
     if payments_topic is not None:
         outputs.append(Message(payments_topic, json.dumps(payment), key=order["customer"]))
     if database:
-        outputs.append(Row(payment, key=order["order_id"]))
+        outputs.append(Row(payment))  # a ledger row; its key column is order_id
     return outputs
 
 
@@ -169,7 +171,10 @@ def build_runner(
     if db is not None:
         create_balances(db)
         sink_class = ExactlyOnceSink if exactly_once_sink else IdempotentSink
-        sink = sink_class(db, table=LEDGER_TABLE, apply_many=apply_charges)
+        sink = sink_class(
+            db, table=LEDGER_TABLE, key="order_id", columns=LEDGER_COLUMNS,
+            apply_many=apply_charges,
+        )  # fmt: skip
     elif exactly_once_sink:
         raise ValueError("an exactly-once sink needs a database")
     if exactly_once_sink:
@@ -187,8 +192,8 @@ def build_runner(
 
 def ledger(db: Database) -> dict[str, int]:
     """order id -> amount, for every charge recorded in the database."""
-    rows = db.query(f"SELECT key, value FROM {LEDGER_TABLE}")
-    return {key: json.loads(value)["amount"] for key, value in rows}
+    rows = db.query(f"SELECT order_id, amount FROM {LEDGER_TABLE}")
+    return {order_id: int(amount) for order_id, amount in rows}
 
 
 def balances(db: Database) -> dict[str, int]:
