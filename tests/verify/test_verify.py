@@ -102,10 +102,13 @@ def test_at_least_once_worker_survives_a_broker_restart(tmp_path: Path) -> None:
     assert stats["errors"], f"no refused commit: the fault missed the commit path {stats}"
 
 
-@pytest.mark.parametrize("guarantee", [Guarantee.EXACTLY_ONCE, Guarantee.AT_LEAST_ONCE])
+@pytest.mark.parametrize("guarantee", list(Guarantee))
 def test_zombie_resumed_after_its_partitions_moved(guarantee: Guarantee, tmp_path: Path) -> None:
     # The zombie's successor is a restart of the same instance: the same group.instance.id
     # and transactional id. Resumed, the zombie finds itself fenced by its own identity.
+    # At most once it was stopped right after committing a batch it had not processed;
+    # nothing fences it, so it may send that batch's payments after its successor's:
+    # out of order, which at most once allows, while each payment still goes out once.
     result = verify(guarantee, ["zombie"], orders=ORDERS, workdir=tmp_path)
     (note,) = [n for n in result.notes if n.startswith("zombie:")]
     assert "resumed" in note, note
@@ -115,9 +118,14 @@ def test_zombie_resumed_after_its_partitions_moved(guarantee: Guarantee, tmp_pat
     findings = result.findings
     assert result.ok, result.to_json()
     assert findings.count(checker.FENCED_WRITE) == 0
-    assert findings.lost == set() and findings.balances_correct is True
-    if guarantee is Guarantee.EXACTLY_ONCE:
+    assert findings.count(checker.ORDER_VIOLATION) == 0  # one producer's own order
+    assert findings.balances_correct is True
+    if guarantee is not Guarantee.AT_MOST_ONCE:
+        assert findings.lost == set()
+    if guarantee is not Guarantee.AT_LEAST_ONCE:
         assert findings.duplicated == set(), "the zombie's stale payments became visible"
+    if guarantee is not Guarantee.AT_MOST_ONCE:
+        assert findings.count(checker.OUT_OF_ORDER) == 0
     # The zombie stepped aside: it stopped, saying it was fenced by its own identity...
     fenced = [n for n in result.notes if n.startswith("worker-fenced: ")]
     assert [n.split()[1] for n in fenced] == [zombie_proc], result.notes

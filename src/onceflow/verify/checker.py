@@ -28,6 +28,12 @@ NON_MONOTONIC = "non-monotonic-offsets"
 OFFSET_REGRESSION = "committed-offset-regression"
 FENCED_WRITE = "fenced-write-visible"
 ORDER_VIOLATION = "order-violation"
+# The pipeline's outputs of one key not in the order of their inputs. Only exactly once
+# fences a zombie (a paused runner that was replaced, then resumed): at most once, such
+# a runner sends the outputs of a batch it had committed after its successor's, and a
+# runner that loses its partitions mid-batch does the same, unflushed outputs and all.
+# At least once flushes before every commit and must keep the order.
+OUT_OF_ORDER = "out-of-order-output"
 # An event or record the checker cannot interpret: a malformed or unknown event, or a
 # record in a topic that no recorded write produced. Never acceptable: what cannot be
 # explained cannot be shown correct.
@@ -36,13 +42,13 @@ UNEXPLAINED = "unexplained-record"
 KINDS = (
     LOST_ACKED, LOST, DUPLICATE, DUPLICATE_APPLICATION, WRONG_BALANCE, ABORTED_READ,
     UNCOMMITTED_READ, NON_MONOTONIC, OFFSET_REGRESSION, FENCED_WRITE, ORDER_VIOLATION,
-    UNEXPLAINED,
+    OUT_OF_ORDER, UNEXPLAINED,
 )  # fmt: skip
 
 # Never acceptable, whatever the guarantee: they break Kafka's or the sink's contract.
-SAFETY = frozenset(KINDS) - {LOST_ACKED, LOST, DUPLICATE}
+SAFETY = frozenset(KINDS) - {LOST_ACKED, LOST, DUPLICATE, OUT_OF_ORDER}
 ALLOWED: dict[Guarantee, frozenset[str]] = {
-    Guarantee.AT_MOST_ONCE: frozenset({LOST_ACKED, LOST}),
+    Guarantee.AT_MOST_ONCE: frozenset({LOST_ACKED, LOST, OUT_OF_ORDER}),
     Guarantee.AT_LEAST_ONCE: frozenset({DUPLICATE}),
     Guarantee.EXACTLY_ONCE: frozenset(),
 }
@@ -391,7 +397,7 @@ def _check_mapping_order(model: _Model, findings: Findings) -> None:
         previous = last.get(slot)
         if previous is not None and position[value_id] < previous[1]:
             findings.add(
-                ORDER_VIOLATION, f"{intent['output_topic']}[{partition}] key {key}",
+                OUT_OF_ORDER, f"{intent['output_topic']}[{partition}] key {key}",
                 f"{value_id} (input {position[value_id]}) came after {previous[0]} "
                 f"(input {previous[1]})",
             )  # fmt: skip
@@ -454,8 +460,9 @@ class Verdict:
 
 
 def verdict(guarantee: Guarantee, findings: Findings) -> Verdict:
-    """At most once may lose, at least once may duplicate, exactly once may do neither;
-    no guarantee allows the safety anomalies (aborted reads, wrong balances, ...)."""
+    """At most once may lose (and, unfenced, reorder its outputs), at least once may
+    duplicate, exactly once may do neither; no guarantee allows the safety anomalies
+    (aborted reads, wrong balances, a producer's writes out of order, ...)."""
     counts = {k: n for k, n in findings.counts().items() if n}
     allowed = {k: n for k, n in counts.items() if k in ALLOWED[guarantee]}
     violations = {k: n for k, n in counts.items() if k not in ALLOWED[guarantee]}
