@@ -44,6 +44,17 @@ def test_the_faults_that_apply_follow_from_the_targets_capabilities() -> None:
         faults.parse(["broker-kill"], bootstrap_target("kafka:9092"))
 
 
+def test_a_fault_that_cannot_strike_a_guarantee_is_left_out_of_its_runs() -> None:
+    # acks=0 gets no Produce responses: at most once there is none to lose.
+    at_most_once = [c.faults for c in plan([Guarantee.AT_MOST_ONCE], [], EMBEDDED)]
+    assert ("lost-produce-response",) not in at_most_once
+    assert ("zombie",) in at_most_once
+    for guarantee in (Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE):
+        assert ("lost-produce-response",) in [c.faults for c in plan([guarantee], [], EMBEDDED)]
+    with pytest.raises(ValueError, match="acks=0"):
+        faults.parse(["lost-produce-response"], EMBEDDED, Guarantee.AT_MOST_ONCE)
+
+
 def test_a_new_fault_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faults.registry, "FAULTS", dict(faults.FAULTS))
     faults.register(

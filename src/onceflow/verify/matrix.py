@@ -53,8 +53,7 @@ class Cell:
 def plan(guarantees: Sequence[Guarantee], faults: Sequence[str], target: Target) -> list[Cell]:
     """The runs of one invocation (see the module docstring)."""
     if not faults:
-        names = [f.name for f in applicable(target)]
-        cells = [Cell(g, (name,)) for g in guarantees for name in names]
+        cells = [Cell(g, (f.name,)) for g in guarantees for f in applicable(target, g)]
         if Guarantee.EXACTLY_ONCE in guarantees:
             cells += [Cell(Guarantee.EXACTLY_ONCE, (SINK_FAULT,), sink) for sink in SINKS]
         return cells

@@ -436,7 +436,7 @@ def verify(
         bootstrap = cluster.bootstrap
     target = target_of(bootstrap) if cluster is None else cluster_target(cluster.size)
     sink = ("postgresql" if database_url else "sqlite") if eos_sink else None
-    chosen = fault_registry.parse(faults, target) if faults else []
+    chosen = fault_registry.parse(faults, target, guarantee) if faults else []
     names = tuple(f.name for f in chosen)
     started = time.monotonic()
     scratch = workdir is None

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onceflow.guarantees import Guarantee
+from onceflow.verify.checker import OUT_OF_ORDER
 from onceflow.verify.faults import EMBEDDED, FAULTS
 from onceflow.verify.matrix import STYLE, Cell, plan, run_cells, verify_cell
 from onceflow.verify.outcome import exit_code
@@ -33,8 +34,11 @@ def _cell(result: Result) -> str:
     f = result.findings
     lost = f"[red]{len(f.lost)} lost[/red]" if f.lost else "0 lost"
     dup = f"[yellow]{len(f.duplicated)} dup[/yellow]" if f.duplicated else "0 dup"
+    # Allowed at most once (nothing fences its zombie), but shown: it happened.
+    reordered = f.count(OUT_OF_ORDER)
+    order = f"\n[yellow]{reordered} out of order[/yellow]" if reordered else ""
     style = STYLE[result.outcome]
-    return f"{lost}\n{dup}\n[{style}]{result.outcome.value}[/{style}]"
+    return f"{lost}\n{dup}{order}\n[{style}]{result.outcome.value}[/{style}]"
 
 
 def matrix(results: dict[Cell, Result]) -> Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from onceflow.guarantees import Guarantee
 from onceflow.verify.faults.registry import Fault, FaultContext, register
 from onceflow.verify.proxy import PRODUCE
 
@@ -37,6 +38,8 @@ register(
         "produce",
         inject=_lose_produce_responses,
         missed=_no_response_lost,
+        guarantees=frozenset({Guarantee.AT_LEAST_ONCE, Guarantee.EXACTLY_ONCE}),
+        unfit="at most once produces with acks=0, so there is no acknowledgement to lose",
     )
 )
 register(

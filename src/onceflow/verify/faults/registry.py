@@ -99,6 +99,9 @@ class Fault:
     crash_at: dict[Guarantee, str] = field(default_factory=dict)
     inject: Callable[[FaultContext], str] | None = None
     missed: Callable[[FaultContext], str | None] | None = None
+    #: The guarantees whose runs it can strike, and why not the others.
+    guarantees: frozenset[Guarantee] = frozenset(Guarantee)
+    unfit: str = ""
 
 
 STAGES = ("produce", "crash", "live", "zombie")
@@ -119,14 +122,20 @@ def register(fault: Fault) -> Fault:
     return fault
 
 
-def applicable(target: Target) -> list[Fault]:
-    """Every fault ``target`` can take, in the order a run applies them."""
-    return [f for f in FAULTS.values() if f.requires <= target.capabilities]
+def applicable(target: Target, guarantee: Guarantee | None = None) -> list[Fault]:
+    """Every fault ``target`` can take (in a run of ``guarantee``, when given), in the
+    order a run applies them."""
+    return [
+        f
+        for f in FAULTS.values()
+        if f.requires <= target.capabilities and (guarantee is None or guarantee in f.guarantees)
+    ]
 
 
-def parse(names: list[str], target: Target) -> list[Fault]:
+def parse(names: list[str], target: Target, guarantee: Guarantee | None = None) -> list[Fault]:
     """The faults named ``names`` (in the order the run applies them); ``none`` alone
-    means no fault."""
+    means no fault. A fault ``target`` cannot take, or that cannot strike a run of
+    ``guarantee``, is refused with the reason."""
     if names == [NO_FAULT]:
         return []
     unknown = [n for n in names if n not in FAULTS]
@@ -141,4 +150,6 @@ def parse(names: list[str], target: Target) -> list[Fault]:
                 f"{fault.name} needs a target with {', '.join(missing)}; {target.name} "
                 "offers only " + ", ".join(sorted(target.capabilities))
             )
+        if guarantee is not None and guarantee not in fault.guarantees:
+            raise ValueError(f"{fault.name} cannot strike a {guarantee.value} run: {fault.unfit}")
     return chosen
