@@ -47,7 +47,9 @@ $(JAVA_TESTS_STAMP): tests/java/pom.xml $(JAVA_TESTS_SOURCES) | system-packages
 
 java-tests: $(JAVA_TESTS_STAMP)
 
+# The demo's fault matrix includes the exactly-once sink on a PostgreSQL server it starts.
 demo: $(STAMP)
+	@tooling/system-packages.sh postgresql
 	$(PY) -m onceflow demo
 
 # What acks and min.insync.replicas promise, measured on a 3-node Apache Kafka cluster.
