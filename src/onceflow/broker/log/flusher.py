@@ -18,15 +18,40 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from onceflow.broker.log.disk import StorageOffline
 
 log = logging.getLogger(__name__)
+#: The thread that runs each round (one hand-off to it and one wake-up of the loop per
+#: round, however many files the round syncs), and the threads that sync a round's
+#: other files alongside it.
+_ROUND_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onceflow-flush")
+_SYNC_THREADS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="onceflow-fsync")
 
 
 class Syncable(Protocol):
     def fsync(self) -> None: ...
+
+
+def sync_all(files: Sequence[Syncable]) -> None:
+    """fsync every file, concurrently (on a worker thread): concurrent fsyncs of
+    different files share the filesystem's journal commits instead of queueing behind
+    each other. Returns once all are done; raises the first failure."""
+    others = [_SYNC_THREADS.submit(f.fsync) for f in files[1:]]
+    failure: OSError | None = None
+    try:
+        files[0].fsync()
+    except OSError as exc:
+        failure = exc
+    for other in others:
+        try:
+            other.result()
+        except OSError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 class Flushable(Protocol):
@@ -84,9 +109,9 @@ class GroupFlusher:
                 segments = [s for _, segs, _ in targets for s in segs]
                 started = time.perf_counter()
                 try:
-                    # Concurrent fsyncs of different files share the filesystem's
-                    # journal commits instead of queueing behind each other.
-                    await asyncio.gather(*(asyncio.to_thread(s.fsync) for s in segments))
+                    if segments:
+                        loop = asyncio.get_running_loop()
+                        await loop.run_in_executor(_ROUND_THREAD, sync_all, segments)
                 except OSError as exc:
                     self.fail(exc)
                     for waiter in waiters + self._waiters:
