@@ -275,7 +275,8 @@ class TransactionCoordinator:
         reserved: Awaitable[None] | None,
     ) -> tuple[int, int]:
         if aborting is not None:
-            await aborting
+            # Shielded: a producer that goes away must not stop the abort's markers.
+            await asyncio.shield(aborting)
         txn.timeout_ms = timeout_ms
         txn.state = TxnState.EMPTY
         await _all([self._journal.append(txn.to_json()), reserved])
@@ -399,7 +400,10 @@ class TransactionCoordinator:
                 f"cannot {'commit' if commit else 'abort'} in state {txn.state.value}",
             )
         # Answered once the decision is durable; the markers follow in the background.
-        return self._prepare(txn, commit).decided
+        decided = self._prepare(txn, commit).decided
+        # Shielded: the completion awaits the same future, and a client that goes away
+        # (its answer cancelled) must not cancel the decision with it.
+        return None if decided is None else asyncio.shield(decided)
 
     def _prepare(self, txn: Transaction, commit: bool) -> _Ending:
         """Enter the prepared state now (concurrent requests see it at once) and
