@@ -516,7 +516,9 @@ class _Ending:
 
 async def _all(waits: list[Awaitable[None] | None]) -> None:
     pending = [w for w in waits if w is not None]
-    if pending:
+    if len(pending) == 1:
+        await pending[0]  # without a gather, whose callback costs a loop iteration
+    elif pending:
         await asyncio.gather(*pending)
 
 
