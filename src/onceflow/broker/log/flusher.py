@@ -25,10 +25,11 @@ from typing import Any, Protocol
 from onceflow.broker.log.disk import StorageOffline
 
 log = logging.getLogger(__name__)
-#: The thread that runs each round (one hand-off to it and one wake-up of the loop per
-#: round, however many files the round syncs), and the threads that sync a round's
-#: other files alongside it.
-_ROUND_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onceflow-flush")
+#: The threads that run rounds (one hand-off and one wake-up of the loop per round,
+#: however many files it syncs; a flusher runs one round at a time, so several let the
+#: brokers of one process sync in parallel), and those that sync a round's other files
+#: alongside it.
+_ROUND_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="onceflow-flush")
 _SYNC_THREADS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="onceflow-fsync")
 
 
@@ -132,7 +133,7 @@ class GroupFlusher:
             self._round_done(targets, waiters, started, 0, None)
             return
         loop = asyncio.get_running_loop()
-        _ROUND_THREAD.submit(self._sync, loop, segments, (targets, waiters, started))
+        _ROUND_THREADS.submit(self._sync, loop, segments, (targets, waiters, started))
 
     def _sync(self, loop: asyncio.AbstractEventLoop, segments: list[Syncable], round_: Any) -> None:
         """On the round thread: sync, then hand the outcome to the loop."""
