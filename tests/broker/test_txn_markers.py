@@ -5,6 +5,7 @@ the disk fault point (ONCEFLOW_DISK_FAULTS fsync_block_while, for the partition 
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from kio.schema.errors import ErrorCode
-from txn_wire import TxnProducer
-from wire import READ_COMMITTED, WireClient, decode_batches
+from txn_wire import INIT_PRODUCER_ID, TxnProducer
+from wire import READ_COMMITTED, WireClient, decode_batches, request_module
 
 from onceflow.broker.log.disk import FAULTS_ENV
+from onceflow.broker.protocol import build
 from onceflow.testing import BrokerProcess
 
 TOPIC = "held"
@@ -90,3 +92,73 @@ def test_end_txn_answers_before_markers_and_read_committed_waits_for_them(
         assert stable == high == 3
         assert next_transaction_starts(producer) == [ErrorCode.none]
         producer.close()
+
+
+def admitted_connection(bootstrap: str) -> WireClient:
+    """A connection the broker keeps (under --max-connections-per-ip, it refuses one
+    while the slot of a connection closed by the client is not given back yet)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        client = WireClient.connect(bootstrap)
+        # A refused connection is closed at once; a kept one stays silent.
+        if not client.closed_by_peer(timeout=0.2):
+            return client
+        client.close()
+    raise AssertionError("the broker never gave back the closed connection's slot")
+
+
+def init_producer_id(client: WireClient, transactional_id: str) -> tuple[int, int]:
+    """InitProducerId, retried while the coordinator answers CONCURRENT_TRANSACTIONS (as
+    clients do): (producer id, epoch)."""
+    m = request_module(INIT_PRODUCER_ID, 4)
+    request = build(
+        m.InitProducerIdRequest,
+        transactional_id=transactional_id,
+        transaction_timeout=datetime.timedelta(seconds=60),
+        producer_id=-1,
+        producer_epoch=-1,
+    )
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        response = client.request(request)
+        if response.error_code != ErrorCode.concurrent_transactions:
+            assert response.error_code == ErrorCode.none, response
+            return response.producer_id, response.producer_epoch
+    raise AssertionError("the previous transaction never completed")
+
+
+def test_a_producer_gone_while_its_commit_is_made_durable_still_commits(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """A client that closes its connection while EndTxn waits for the PREPARE record's
+    fsync gives up its answer only: the decision and the markers still happen, so the
+    producer's next incarnation is served and read_committed sees the records. (The
+    answer's cancellation used to cancel the decision too, leaving the transaction
+    prepared, and its id refused with CONCURRENT_TRANSACTIONS, until a restart.)"""
+    gate = tmp_path / "decision-gate"
+    faults = {"fsync_block_while": str(gate), "paths": "transactions.journal"}
+    broker = onceflow_broker_process_factory(
+        env={FAULTS_ENV: json.dumps(faults)},
+        data_dir=tmp_path / "data",
+        # This test's client and its producer: a third connection is refused until the
+        # broker has let go of the producer's.
+        extra_args=("--max-connections-per-ip", "2"),
+    )
+    with WireClient.connect(broker.bootstrap) as client:
+        client.ensure_topic(TOPIC)
+        producer = TxnProducer(broker.bootstrap, "gone-txn")
+        producer.add_partitions([(TOPIC, 0)])
+        assert producer.produce(TOPIC, 0, [b"a", b"b"]) == 0
+
+        gate.touch()  # from here the decision cannot be durable
+        producer.wire.send(producer.end_txn_request(commit=True))
+        producer.close()  # without reading the answer
+        # Once the broker has let go of the producer's connection, it has dropped the
+        # pending answer: only then may the decision be durable.
+        with admitted_connection(broker.bootstrap) as successor:
+            gate.unlink()
+            producer_id, epoch = init_producer_id(successor, "gone-txn")
+        assert (producer_id, epoch) == (producer.producer_id, producer.epoch + 1)
+        values, stable, high = wait_for_markers(client, high_watermark=3)
+        assert values == [b"a", b"b"]
+        assert stable == high == 3

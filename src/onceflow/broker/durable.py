@@ -49,4 +49,17 @@ def when_settled(
                 raise result
         return respond(dict(zip(pending, results, strict=True)))
 
+    if len(pending) == 1:
+        # The usual case (one partition, one record): awaited directly, without a
+        # gather, whose own callback would cost the answer one more loop iteration.
+        return _settle_one(next(iter(pending.values())), settled)
     return then(asyncio.gather(*pending.values(), return_exceptions=True), settled)
+
+
+async def _settle_one(wait: Awaitable[Any], settled: Callable[[list[Any]], R]) -> R:
+    """``settled([outcome])`` once ``wait`` settles, as gather's return_exceptions has it."""
+    try:
+        outcome = await wait
+    except Exception as exc:
+        outcome = exc
+    return settled([outcome])

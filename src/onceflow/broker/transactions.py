@@ -275,7 +275,8 @@ class TransactionCoordinator:
         reserved: Awaitable[None] | None,
     ) -> tuple[int, int]:
         if aborting is not None:
-            await aborting
+            # Shielded: a producer that goes away must not stop the abort's markers.
+            await asyncio.shield(aborting)
         txn.timeout_ms = timeout_ms
         txn.state = TxnState.EMPTY
         await _all([self._journal.append(txn.to_json()), reserved])
@@ -322,19 +323,19 @@ class TransactionCoordinator:
 
     def add_partitions(
         self, transactional_id: str, producer_id: int, epoch: int, partitions: list[TopicPartition]
-    ) -> Awaitable[None]:
+    ) -> None:
         txn = self._active(transactional_id, producer_id, epoch)
         self._begin(txn)
         txn.partitions.update(partitions)
-        return self._written(txn)
+        self._written(txn)
 
     def add_offsets(
         self, transactional_id: str, producer_id: int, epoch: int, group_id: str
-    ) -> Awaitable[None]:
+    ) -> None:
         txn = self._active(transactional_id, producer_id, epoch)
         self._begin(txn)
         txn.pending_offsets.setdefault(group_id, {})
-        return self._written(txn)
+        self._written(txn)
 
     def stage_offsets(
         self,
@@ -343,7 +344,7 @@ class TransactionCoordinator:
         epoch: int,
         group_id: str,
         offsets: dict[TopicPartition, tuple[int, int, str | None]],
-    ) -> Awaitable[None]:
+    ) -> None:
         """TxnOffsetCommit: offsets wait in the transaction until it commits."""
         txn = self._active(transactional_id, producer_id, epoch)
         if txn.state is not TxnState.ONGOING or group_id not in txn.pending_offsets:
@@ -352,7 +353,7 @@ class TransactionCoordinator:
             )
         txn.pending_offsets[group_id].update(offsets)
         # Unlike a plain offset commit, nothing is stored until the transaction commits.
-        return self._written(txn)
+        self._written(txn)
 
     def pending_offsets(self, group_id: str) -> set[TopicPartition]:
         """Partitions of ``group_id`` with offsets staged by a transaction not yet ended."""
@@ -379,7 +380,9 @@ class TransactionCoordinator:
 
     def end_txn(
         self, transactional_id: str, producer_id: int, epoch: int, commit: bool
-    ) -> Awaitable[None]:
+    ) -> Awaitable[None] | None:
+        """Answered (the awaitable completes) once the decision is durable; None for a
+        retry of an EndTxn that already completed."""
         self._check_online()
         txn = self.transactions.get(transactional_id)
         if txn is None or txn.producer_id != producer_id:
@@ -388,7 +391,7 @@ class TransactionCoordinator:
             raise TxnError(ErrorCode.producer_fenced)
         wanted = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
         if txn.state is wanted:
-            return _done()  # a retry of an EndTxn that already completed
+            return None  # a retry of an EndTxn that already completed
         if txn.state in PREPARED:
             raise self._concurrent(txn)
         if txn.state is not TxnState.ONGOING:
@@ -397,7 +400,10 @@ class TransactionCoordinator:
                 f"cannot {'commit' if commit else 'abort'} in state {txn.state.value}",
             )
         # Answered once the decision is durable; the markers follow in the background.
-        return _all([self._prepare(txn, commit).decided])
+        decided = self._prepare(txn, commit).decided
+        # Shielded: the completion awaits the same future, and a client that goes away
+        # (its answer cancelled) must not cancel the decision with it.
+        return None if decided is None else asyncio.shield(decided)
 
     def _prepare(self, txn: Transaction, commit: bool) -> _Ending:
         """Enter the prepared state now (concurrent requests see it at once) and
@@ -475,11 +481,11 @@ class TransactionCoordinator:
 
     # -- persistence -----------------------------------------------------------
 
-    def _written(self, txn: Transaction) -> Awaitable[None]:
+    def _written(self, txn: Transaction) -> None:
         """Journal a change to an ongoing transaction without waiting for its fsync
-        (see the module docstring for why that is safe)."""
+        (see the module docstring for why that is safe): its request is answered at
+        once, with no task or loop iteration in between."""
         self._journal.append(txn.to_json(), durable=False)
-        return _done()
 
     def _persist_then(
         self, txn: Transaction, result: Callable[[], Any], also: Awaitable[None] | None = None
@@ -510,12 +516,10 @@ class _Ending:
 
 async def _all(waits: list[Awaitable[None] | None]) -> None:
     pending = [w for w in waits if w is not None]
-    if pending:
+    if len(pending) == 1:
+        await pending[0]  # without a gather, whose callback costs a loop iteration
+    elif pending:
         await asyncio.gather(*pending)
-
-
-async def _done() -> None:
-    return None
 
 
 async def _then(wait: Awaitable[None] | None, result: Callable[[], Any]) -> Any:

@@ -48,9 +48,10 @@ def coordinator_error(exc: BaseException) -> ErrorCode:
 COMPLETION_WAIT_SECONDS = 0.1
 
 
-def call_coordinator(start: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
-    """``start()``; when it meets the previous transaction completing, an awaitable that
-    waits for that briefly and calls ``start()`` again. Raises TxnError for a refusal."""
+def call_coordinator(start: Callable[[], Awaitable[Any] | None]) -> Awaitable[Any] | None:
+    """``start()`` (None: done at once); when it meets the previous transaction
+    completing, an awaitable that waits for that briefly and calls ``start()`` again.
+    Raises TxnError for a refusal."""
     try:
         return start()
     except TxnError as exc:
@@ -60,23 +61,27 @@ def call_coordinator(start: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
 
 
 async def _after_completion(
-    completing: asyncio.Future[None], start: Callable[[], Awaitable[Any]], refusal: TxnError
+    completing: asyncio.Future[None],
+    start: Callable[[], Awaitable[Any] | None],
+    refusal: TxnError,
 ) -> Any:
     try:
         await asyncio.wait_for(asyncio.shield(completing), COMPLETION_WAIT_SECONDS)
     except TimeoutError:
         raise refusal from None
-    return await start()
+    pending = start()
+    return None if pending is None else await pending
 
 
 def answer_after(
-    start: Callable[[], Awaitable[Any]],
+    start: Callable[[], Awaitable[Any] | None],
     respond: Callable[[ErrorCode], Any],
     version: int,
     fenced_since: int = 2,
 ) -> Any:
-    """Run a coordinator call: its synchronous refusal or its durable completion becomes
-    the response (the error code is translated for the request's version)."""
+    """Run a coordinator call: its synchronous refusal, its immediate success (None) or
+    its durable completion becomes the response (the error code is translated for the
+    request's version)."""
     try:
         pending = call_coordinator(start)
     except TxnError as exc:
