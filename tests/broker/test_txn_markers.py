@@ -31,13 +31,18 @@ def committed_view(client: WireClient) -> tuple[list[bytes], int, int]:
     watermark): data batches, without those of the aborted transactions it lists."""
     data = client.fetch(TOPIC, 0, 0, isolation_level=READ_COMMITTED)
     assert data.error_code == ErrorCode.none, data
-    aborted = {txn.producer_id for txn in data.aborted_transactions or ()}
-    values = [
-        record.value
-        for batch in decode_batches(data.records or b"")
-        if not batch.attributes & CONTROL_ATTRIBUTE and batch.producer_id not in aborted
-        for record in batch.records
-    ]
+    # As a consumer does: a producer's batches from an aborted transaction's first
+    # offset up to its next marker are skipped.
+    starts = sorted((t.first_offset, t.producer_id) for t in data.aborted_transactions or ())
+    aborting: set[int] = set()
+    values = []
+    for batch in decode_batches(data.records or b""):
+        while starts and starts[0][0] <= batch.base_offset:
+            aborting.add(starts.pop(0)[1])
+        if batch.attributes & CONTROL_ATTRIBUTE:
+            aborting.discard(batch.producer_id)
+        elif batch.producer_id not in aborting:
+            values += [record.value for record in batch.records]
     return values, data.last_stable_offset, data.high_watermark
 
 
@@ -162,3 +167,45 @@ def test_a_producer_gone_while_its_commit_is_made_durable_still_commits(
         values, stable, high = wait_for_markers(client, high_watermark=3)
         assert values == [b"a", b"b"]
         assert stable == high == 3
+
+
+def test_recovery_completes_a_prepared_transaction_only_where_it_is_still_open(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """A flush round syncs a partition and the transaction journal side by side, so a
+    power loss can keep the one and not the other: the partition holds a transaction's
+    marker and then the next transaction's acknowledged data, open under the same
+    producer id and epoch, while the journal ends at the first one's PREPARE_COMMIT.
+    Recovery completes that transaction where its own data is still open, and must not
+    commit the next one's, which its producer never asked to commit."""
+    data = tmp_path / "data"
+    broker = onceflow_broker_process_factory(data_dir=data)
+    with WireClient.connect(broker.bootstrap) as client:
+        client.ensure_topic(TOPIC)
+        producer = TxnProducer(broker.bootstrap, "torn-txn")
+        producer.add_partitions([(TOPIC, 0)])
+        assert producer.produce(TOPIC, 0, [b"first"]) == 0
+        assert producer.end_txn(commit=True) == ErrorCode.none
+        assert wait_for_markers(client, high_watermark=2)[0] == [b"first"]
+        assert next_transaction_starts(producer) == [ErrorCode.none]
+        assert producer.produce(TOPIC, 0, [b"second"]) == 2  # acknowledged: durable
+        producer.close()
+    broker.kill()
+
+    journal = data / "transactions.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    states = [json.loads(line.split(b" ", 1)[1]) for line in lines]
+    prepared = max(i for i, s in enumerate(states) if s["state"] == "PrepareCommit")
+    assert prepared < len(lines) - 1, "nothing after the PREPARE_COMMIT to lose"
+    journal.write_bytes(b"".join(lines[: prepared + 1]))
+    run_state = data / "transactions.run"  # and the machine rebooted
+    run_state.write_text(json.dumps({"boot_id": "the-boot-before-the-power-cut", "clean": False}))
+
+    restarted = onceflow_broker_process_factory(data_dir=data)
+    with WireClient.connect(restarted.bootstrap) as client:
+        deadline = time.monotonic() + SETTLE_SECONDS
+        values, stable, high = committed_view(client)
+        while stable < high and time.monotonic() < deadline:
+            values, stable, high = committed_view(client)
+        assert stable == high, "the second transaction was left open"
+        assert values == [b"first"]

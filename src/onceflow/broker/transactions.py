@@ -91,8 +91,13 @@ class Transaction:
         dataclasses.field(default_factory=dict)
     )
     started_ms: int = 0
+    #: Set when prepared: where the transaction's data starts on each of its partitions
+    #: (None: no data there). A marker is written only where that is still what is
+    #: open, never on a later transaction of the same producer (see ``_complete``).
+    first_offsets: dict[TopicPartition, int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        firsts = self.first_offsets
         return {
             "id": self.transactional_id,
             "pid": self.producer_id,
@@ -106,6 +111,11 @@ class Transaction:
                 for group, offsets in self.pending_offsets.items()
             },
             "started_ms": self.started_ms,
+            **(
+                {}
+                if firsts is None
+                else {"first_offsets": sorted([t, p, o] for (t, p), o in firsts.items())}
+            ),
         }
 
     @classmethod
@@ -123,6 +133,11 @@ class Transaction:
                 for group, entries in raw["offsets"].items()
             },
             started_ms=raw["started_ms"],
+            first_offsets=(
+                None
+                if "first_offsets" not in raw
+                else {(t, p): o for t, p, o in raw["first_offsets"]}
+            ),
         )
 
 
@@ -409,6 +424,11 @@ class TransactionCoordinator:
         """Enter the prepared state now (concurrent requests see it at once) and
         complete the transaction in the background once the decision is durable."""
         txn.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
+        txn.first_offsets = {}
+        for topic, index in txn.partitions:
+            partition = self._broker.topics.partition(topic, index)
+            open_at = None if partition is None else partition.ongoing.get(txn.producer_id)
+            txn.first_offsets[(topic, index)] = open_at
         decided = self._journal.append(txn.to_json())
         completed = asyncio.ensure_future(self._complete_after(decided, txn))
         self._completing[txn.transactional_id] = completed
@@ -445,6 +465,14 @@ class TransactionCoordinator:
             partition = self._broker.topics.partition(topic, index)
             if partition is None:
                 continue  # the topic was deleted
+            firsts = txn.first_offsets
+            if firsts is not None and partition.ongoing.get(txn.producer_id) != firsts.get(
+                (topic, index)
+            ):
+                # Its marker is there already (a restart completes a prepared transaction
+                # again if its completion was not durable); what is open now is a later
+                # transaction of the producer, which recovery aborts as hanging.
+                continue
             if partition.append_marker(txn.producer_id, txn.epoch, commit, COORDINATOR_EPOCH):
                 waits.append(self._broker.make_durable(partition))
         if commit:
@@ -454,9 +482,10 @@ class TransactionCoordinator:
         txn.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
         txn.partitions.clear()
         txn.pending_offsets.clear()
+        txn.first_offsets = None
         # Synced by the next flush round, whatever starts it: a crash before replays the
         # prepared state, and completing it again is harmless (markers are only written
-        # where still open).
+        # where this transaction is still open).
         self._journal.append(txn.to_json(), durable=False)
         self._broker.flusher.piggyback(self._journal)
         self._maybe_compact()
