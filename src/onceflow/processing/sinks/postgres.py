@@ -107,9 +107,13 @@ class PostgresDatabase:
             f"WITH ORDINALITY AS s({cols}, {_ROW}))"
         )
         select = f"SELECT {cols} FROM src ORDER BY {_ROW}"
+        insert = f"WITH src AS {source} INSERT INTO {table} ({cols}) {select}"
         if not conflict:
-            self.execute(f"WITH src AS {source} INSERT INTO {table} ({cols}) {select}", arrays)
+            self.execute(insert, arrays)
             return list(range(len(rows)))
+        fresh = self._insert_if_all_new(columns, rows, conflict, insert)
+        if fresh is not None:
+            return fresh
         # Which rows went in: the first of each new key, by its position in the batch.
         keys = ", ".join(conflict)
         joined = " AND ".join(f"src.{k} = ins.{k}" for k in conflict)
@@ -121,6 +125,34 @@ class PostgresDatabase:
             arrays,
         )
         return [int(position) - 1 for (position,) in found]
+
+    def _insert_if_all_new(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        conflict: Sequence[str],
+        insert: str,
+    ) -> list[int] | None:
+        """The common case, a batch of keys the table has not seen, as a plain INSERT of
+        each key's first row: no conflict arbiter and no join back to find the new rows,
+        about a third cheaper. A key that does exist (a redelivery, or another writer's
+        row, however the column compares) fails the insert with a unique violation; it
+        is undone to its savepoint and None tells the caller to take the careful path."""
+        at = [columns.index(k) for k in conflict]
+        first: dict[tuple[Any, ...], int] = {}
+        try:
+            for i, row in enumerate(rows):
+                first.setdefault(tuple(row[j] for j in at), i)
+        except TypeError:  # an unhashable key value (a JSON document, say)
+            return None
+        keep = list(first.values())
+        arrays = [list(column) for column in zip(*(rows[i] for i in keep), strict=True)]
+        try:
+            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute(insert, arrays)  # inside a savepoint of its own
+        except self._psycopg.errors.UniqueViolation:
+            return None
+        return keep
 
     def _array_types(self, table: str, columns: Sequence[str]) -> tuple[str, ...] | None:
         """The SQL types of ``columns`` (quoted names) of ``table``, looked up once; None
