@@ -180,7 +180,10 @@ def test_postgres_keys_equal_in_the_database_though_not_in_python(
     sink.write(record(5), 0, Row({"code": "gh", "n": 5}))
     assert sink.commit("g", {}) == ["gh"]
     assert rows_of(db, "SELECT rtrim(code), n FROM codes") == [
-        ("ab", 0), ("cd", 1), ("ef", 3), ("gh", 5)
+        ("ab", 0),
+        ("cd", 1),
+        ("ef", 3),
+        ("gh", 5),
     ]
     db.close()
 
