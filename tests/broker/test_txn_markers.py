@@ -209,3 +209,47 @@ def test_recovery_completes_a_prepared_transaction_only_where_it_is_still_open(
             values, stable, high = committed_view(client)
         assert stable == high, "the second transaction was left open"
         assert values == [b"first"]
+
+
+def test_after_a_power_loss_a_transaction_the_journal_lost_cannot_commit(
+    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """AddPartitionsToTxn is journaled without an fsync, so a power loss can take the
+    record that a second transaction began while its acknowledged data stays. Recovery
+    aborts that data as hanging; the producer, which still holds its epoch, must then
+    be refused its commit. Before fencing every producer after a power loss, the EndTxn
+    met the first transaction's CompleteCommit and was answered as a retry of it: the
+    producer was told the second transaction committed, and its inputs were lost."""
+    data = tmp_path / "data"
+    broker = onceflow_broker_process_factory(data_dir=data)
+    with WireClient.connect(broker.bootstrap) as client:
+        client.ensure_topic(TOPIC)
+        producer = TxnProducer(broker.bootstrap, "lost-begin")
+        producer.add_partitions([(TOPIC, 0)])
+        assert producer.produce(TOPIC, 0, [b"first"]) == 0
+        assert producer.end_txn(commit=True) == ErrorCode.none
+        assert wait_for_markers(client, high_watermark=2)[0] == [b"first"]
+        assert next_transaction_starts(producer) == [ErrorCode.none]
+        assert producer.produce(TOPIC, 0, [b"second"]) == 2  # acknowledged: durable
+        producer.close()
+    broker.kill()
+
+    journal = data / "transactions.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    states = [json.loads(line.split(b" ", 1)[1]) for line in lines]
+    completed = max(i for i, s in enumerate(states) if s["state"] == "CompleteCommit")
+    assert states[-1]["state"] == "Ongoing" and completed < len(lines) - 1
+    journal.write_bytes(b"".join(lines[: completed + 1]))
+    run_state = data / "transactions.run"  # and the machine rebooted
+    run_state.write_text(json.dumps({"boot_id": "the-boot-before-the-power-cut", "clean": False}))
+
+    restarted = onceflow_broker_process_factory(data_dir=data)
+    producer.wire = WireClient.connect(restarted.bootstrap)
+    try:
+        # EndTxn v1 predates PRODUCER_FENCED: it says INVALID_PRODUCER_EPOCH, as Kafka.
+        assert producer.end_txn(commit=True) == ErrorCode.invalid_producer_epoch
+    finally:
+        producer.close()
+    with WireClient.connect(restarted.bootstrap) as client:
+        values, stable, high = committed_view(client)
+        assert (values, stable) == ([b"first"], high)

@@ -18,9 +18,10 @@ record (which repeats them) is durable before the commit is answered. Unsynced
 records survive a crash of the broker process (the page cache keeps them), so after a
 restart on the same boot ongoing transactions resume as in Kafka: their producer may
 still commit them, or the timeout aborts them. After an operating-system crash (a new
-boot id, without a clean shutdown before it) unsynced records may be gone, so every
-ongoing transaction is aborted and its producer fenced: it fails, and nothing it
-acknowledged as committed is lost. A restart also aborts transactions that a partition
+boot id, without a clean shutdown before it) unsynced records may be gone, even the one
+saying that a transaction began, so every transactional producer is fenced and every
+ongoing transaction aborted: a producer in the middle of one fails, and nothing it
+was told is committed is lost. A restart also aborts transactions that a partition
 shows open but the coordinator does not know.
 """
 
@@ -197,15 +198,30 @@ class TransactionCoordinator:
         for txn in list(self.transactions.values()):
             if txn.state in PREPARED:
                 await self._complete(txn)
-            elif txn.state is TxnState.ONGOING and not self.previous_run_trusted:
+        if not self.previous_run_trusted:
+            await self._fence_all()
+        await self._abort_hanging()
+        self._expiry = asyncio.create_task(self._expire_forever())
+
+    async def _fence_all(self) -> None:
+        """After an operating-system crash, fence every transactional producer. The
+        journal's unsynced tail may be gone, and with it the record that a transaction
+        began: its producer would otherwise still hold its epoch, and its EndTxn would
+        meet the previous transaction's completion and be answered as a retry of it,
+        while the data it wrote is aborted as hanging."""
+        waits: list[Awaitable[None] | None] = []
+        for txn in list(self.transactions.values()):
+            reserved = self._bump_epoch(txn)
+            if txn.state is TxnState.ONGOING:
                 log.warning(
                     "aborting transaction %r: the machine restarted since it was written",
                     txn.transactional_id,
                 )
-                self._bump_epoch(txn)
                 await self._prepare(txn, commit=False).completed
-        await self._abort_hanging()
-        self._expiry = asyncio.create_task(self._expire_forever())
+                waits.append(reserved)
+            else:
+                waits += [self._journal.append(txn.to_json()), reserved]
+        await _all(waits)
 
     async def drain(self) -> None:
         """Wait for the transactions whose markers are being written (at shutdown)."""
