@@ -445,11 +445,29 @@ class TransactionCoordinator:
             partition = self._broker.topics.partition(topic, index)
             open_at = None if partition is None else partition.ongoing.get(txn.producer_id)
             txn.first_offsets[(topic, index)] = open_at
-        decided = self._journal.append(txn.to_json())
+        decided = self._decide(txn, commit)
         completed = asyncio.ensure_future(self._complete_after(decided, txn))
         self._completing[txn.transactional_id] = completed
         completed.add_done_callback(lambda task: self._completion_done(txn, task))
         return _Ending(decided, completed)
+
+    def _decide(self, txn: Transaction, commit: bool) -> Awaitable[None] | None:
+        """Journal the decision; the awaitable completes once it is durable. A commit's
+        data is made durable first (a transactional produce is answered before its
+        fsync), so a decision that survives a power loss never names data that did not."""
+        data = []
+        if commit:
+            for topic, index in txn.partitions:
+                partition = self._broker.topics.partition(topic, index)
+                if partition is not None and partition.high_watermark < partition.log_end_offset:
+                    data.append(self._broker.make_durable(partition))
+        if not any(data):
+            return self._journal.append(txn.to_json())
+        return asyncio.ensure_future(self._decide_after(data, txn))
+
+    async def _decide_after(self, data: list[Awaitable[None] | None], txn: Transaction) -> None:
+        await _all(data)
+        await _all([self._journal.append(txn.to_json())])
 
     async def _complete_after(self, decided: Awaitable[None] | None, txn: Transaction) -> None:
         await _all([decided])
