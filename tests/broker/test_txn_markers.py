@@ -209,6 +209,40 @@ def test_a_producer_gone_while_its_commit_is_made_durable_still_commits(
         assert stable == high == 3
 
 
+def second_transaction_open_then_killed(
+    factory: Callable[..., BrokerProcess], data: Path, transactional_id: str
+) -> TxnProducer:
+    """A committed transaction ("first", its markers durable), then a second one of the
+    same producer with its data ("second") written and left open; the broker killed.
+    Returns the producer (its connection closed), which still holds its epoch."""
+    broker = factory(data_dir=data)
+    with WireClient.connect(broker.bootstrap) as client:
+        client.ensure_topic(TOPIC)
+        producer = TxnProducer(broker.bootstrap, transactional_id)
+        producer.add_partitions([(TOPIC, 0)])
+        assert producer.produce(TOPIC, 0, [b"first"]) == 0
+        assert producer.end_txn(commit=True) == ErrorCode.none
+        assert wait_for_high_watermark(client, high_watermark=2)[0] == [b"first"]
+        assert next_transaction_starts(producer) == [ErrorCode.none]
+        assert producer.produce(TOPIC, 0, [b"second"]) == 2  # in the file: a kill keeps it
+        producer.close()
+    broker.kill()
+    return producer
+
+
+def power_loss_keeps_the_journal_through(data: Path, state: str) -> None:
+    """Cut the transaction journal after its last record in ``state`` (a power loss may
+    keep no more of its unsynced tail) and make the next start a new boot."""
+    journal = data / "transactions.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    states = [json.loads(line.split(b" ", 1)[1])["state"] for line in lines]
+    last = max(i for i, s in enumerate(states) if s == state)
+    assert states[-1] == "Ongoing" and last < len(lines) - 1, f"nothing after {state} to lose"
+    journal.write_bytes(b"".join(lines[: last + 1]))
+    run_state = data / "transactions.run"
+    run_state.write_text(json.dumps({"boot_id": "the-boot-before-the-power-cut", "clean": False}))
+
+
 def test_recovery_completes_a_prepared_transaction_only_where_it_is_still_open(
     onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
@@ -219,29 +253,8 @@ def test_recovery_completes_a_prepared_transaction_only_where_it_is_still_open(
     Recovery completes that transaction where its own data is still open, and must not
     commit the next one's, which its producer never asked to commit."""
     data = tmp_path / "data"
-    broker = onceflow_broker_process_factory(data_dir=data)
-    with WireClient.connect(broker.bootstrap) as client:
-        client.ensure_topic(TOPIC)
-        producer = TxnProducer(broker.bootstrap, "torn-txn")
-        producer.add_partitions([(TOPIC, 0)])
-        assert producer.produce(TOPIC, 0, [b"first"]) == 0
-        assert producer.end_txn(commit=True) == ErrorCode.none
-        assert wait_for_high_watermark(client, high_watermark=2)[0] == [b"first"]
-        assert next_transaction_starts(producer) == [ErrorCode.none]
-        assert (
-            producer.produce(TOPIC, 0, [b"second"]) == 2
-        )  # acknowledged, in the file (a kill keeps it)
-        producer.close()
-    broker.kill()
-
-    journal = data / "transactions.journal"
-    lines = journal.read_bytes().splitlines(keepends=True)
-    states = [json.loads(line.split(b" ", 1)[1]) for line in lines]
-    prepared = max(i for i, s in enumerate(states) if s["state"] == "PrepareCommit")
-    assert prepared < len(lines) - 1, "nothing after the PREPARE_COMMIT to lose"
-    journal.write_bytes(b"".join(lines[: prepared + 1]))
-    run_state = data / "transactions.run"  # and the machine rebooted
-    run_state.write_text(json.dumps({"boot_id": "the-boot-before-the-power-cut", "clean": False}))
+    second_transaction_open_then_killed(onceflow_broker_process_factory, data, "torn-txn")
+    power_loss_keeps_the_journal_through(data, "PrepareCommit")
 
     restarted = onceflow_broker_process_factory(data_dir=data)
     with WireClient.connect(restarted.bootstrap) as client:
@@ -263,29 +276,10 @@ def test_after_a_power_loss_a_transaction_the_journal_lost_cannot_commit(
     met the first transaction's CompleteCommit and was answered as a retry of it: the
     producer was told the second transaction committed, and its inputs were lost."""
     data = tmp_path / "data"
-    broker = onceflow_broker_process_factory(data_dir=data)
-    with WireClient.connect(broker.bootstrap) as client:
-        client.ensure_topic(TOPIC)
-        producer = TxnProducer(broker.bootstrap, "lost-begin")
-        producer.add_partitions([(TOPIC, 0)])
-        assert producer.produce(TOPIC, 0, [b"first"]) == 0
-        assert producer.end_txn(commit=True) == ErrorCode.none
-        assert wait_for_high_watermark(client, high_watermark=2)[0] == [b"first"]
-        assert next_transaction_starts(producer) == [ErrorCode.none]
-        assert (
-            producer.produce(TOPIC, 0, [b"second"]) == 2
-        )  # acknowledged, in the file (a kill keeps it)
-        producer.close()
-    broker.kill()
-
-    journal = data / "transactions.journal"
-    lines = journal.read_bytes().splitlines(keepends=True)
-    states = [json.loads(line.split(b" ", 1)[1]) for line in lines]
-    completed = max(i for i, s in enumerate(states) if s["state"] == "CompleteCommit")
-    assert states[-1]["state"] == "Ongoing" and completed < len(lines) - 1
-    journal.write_bytes(b"".join(lines[: completed + 1]))
-    run_state = data / "transactions.run"  # and the machine rebooted
-    run_state.write_text(json.dumps({"boot_id": "the-boot-before-the-power-cut", "clean": False}))
+    producer = second_transaction_open_then_killed(
+        onceflow_broker_process_factory, data, "lost-begin"
+    )
+    power_loss_keeps_the_journal_through(data, "CompleteCommit")
 
     restarted = onceflow_broker_process_factory(data_dir=data)
     producer.wire = WireClient.connect(restarted.bootstrap)
