@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import select
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kio.schema.errors import ErrorCode
-from txn_wire import END_TXN, INIT_PRODUCER_ID, TxnProducer
+from txn_wire import INIT_PRODUCER_ID, TxnProducer
 from wire import READ_COMMITTED, WireClient, decode_batches, request_module
 
 from onceflow.broker.log.disk import FAULTS_ENV
@@ -25,8 +24,6 @@ TOPIC = "held"
 CONTROL_ATTRIBUTE = 0x20
 # Bounds the wait for the markers' round once the gate opens.
 SETTLE_SECONDS = 30.0
-# How long a commit held back by its data's fsync is watched for an early answer.
-NOT_ANSWERED_SECONDS = 0.5
 
 
 def committed_view(client: WireClient) -> tuple[list[bytes], int, int]:
@@ -85,7 +82,6 @@ def test_end_txn_answers_before_markers_and_read_committed_waits_for_them(
         producer = TxnProducer(broker.bootstrap, "held-txn")
         producer.add_partitions([(TOPIC, 0)])
         assert producer.produce(TOPIC, 0, [b"a", b"b"]) == 0
-        wait_for_high_watermark(client, high_watermark=2)  # the data is durable
 
         gate.touch()  # from here the partition's files are not synced
         # Answered although the markers cannot be durable: only the PREPARE record is.
@@ -102,40 +98,6 @@ def test_end_txn_answers_before_markers_and_read_committed_waits_for_them(
         assert values == ([b"a", b"b"] if commit else [])
         assert stable == high == 3
         assert next_transaction_starts(producer) == [ErrorCode.none]
-        producer.close()
-
-
-def test_a_transactional_batch_is_answered_before_its_fsync_and_its_commit_after_it(
-    onceflow_broker_process_factory: Callable[..., BrokerProcess], tmp_path: Path
-) -> None:
-    """A transactional batch counts only if its transaction commits, so it is answered
-    once appended; the commit is answered, and its decision journaled, only once that
-    data is durable (a decision that survived a power loss the data did not would commit
-    nothing while the offsets it carries move on)."""
-    gate = tmp_path / "data-gate"
-    faults = {"fsync_block_while": str(gate), "paths": f"/{TOPIC}-0/"}
-    data = tmp_path / "data"
-    broker = onceflow_broker_process_factory(env={FAULTS_ENV: json.dumps(faults)}, data_dir=data)
-    with WireClient.connect(broker.bootstrap) as client:
-        client.ensure_topic(TOPIC)
-        producer = TxnProducer(broker.bootstrap, "early-txn")
-        producer.add_partitions([(TOPIC, 0)])
-        gate.touch()  # from here the partition's files are not synced
-        assert producer.produce(TOPIC, 0, [b"a", b"b"]) == 0
-        assert committed_view(client) == ([], 0, 0)  # not durable, so not visible
-
-        request = producer.end_txn_request(commit=True)
-        sent = producer.wire.send(request)
-        readable, _, _ = select.select([producer.wire.sock], [], [], NOT_ANSWERED_SECONDS)
-        assert not readable, "the commit was answered before its data was durable"
-        journal = (data / "transactions.journal").read_text()
-        assert "PrepareCommit" not in journal, "decided before its data was durable"
-
-        gate.unlink()
-        answer = producer.wire.receive(END_TXN, request.__version__, sent)
-        assert answer.error_code == ErrorCode.none
-        values, stable, high = wait_for_high_watermark(client, high_watermark=3)
-        assert (values, stable, high) == ([b"a", b"b"], 3, 3)
         producer.close()
 
 
@@ -224,7 +186,7 @@ def second_transaction_open_then_killed(
         assert producer.end_txn(commit=True) == ErrorCode.none
         assert wait_for_high_watermark(client, high_watermark=2)[0] == [b"first"]
         assert next_transaction_starts(producer) == [ErrorCode.none]
-        assert producer.produce(TOPIC, 0, [b"second"]) == 2  # in the file: a kill keeps it
+        assert producer.produce(TOPIC, 0, [b"second"]) == 2  # acknowledged: durable
         producer.close()
     broker.kill()
     return producer

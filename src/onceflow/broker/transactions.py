@@ -184,9 +184,6 @@ class TransactionCoordinator:
         #: Transactions answered as ended whose markers are still being made durable,
         #: by transactional id.
         self._completing: dict[str, asyncio.Task[None]] = {}
-        #: Transactional ids whose commit waits for its data to be durable before the
-        #: decision is journaled.
-        self._deciding: set[str] = set()
         for raw in journal.replay():
             self._index(Transaction.from_json(raw))
 
@@ -448,43 +445,11 @@ class TransactionCoordinator:
             partition = self._broker.topics.partition(topic, index)
             open_at = None if partition is None else partition.ongoing.get(txn.producer_id)
             txn.first_offsets[(topic, index)] = open_at
-        decided = self._decide(txn, commit)
+        decided = self._journal.append(txn.to_json())
         completed = asyncio.ensure_future(self._complete_after(decided, txn))
         self._completing[txn.transactional_id] = completed
         completed.add_done_callback(lambda task: self._completion_done(txn, task))
         return _Ending(decided, completed)
-
-    def _decide(self, txn: Transaction, commit: bool) -> Awaitable[None] | None:
-        """Journal the decision; the awaitable completes once it is durable. A commit's
-        data is made durable first (a transactional produce is answered before its
-        fsync), so a decision that survives a power loss never names data that did not."""
-        data = []
-        if commit:
-            for topic, index in txn.partitions:
-                partition = self._broker.topics.partition(topic, index)
-                if partition is not None and partition.high_watermark < partition.log_end_offset:
-                    data.append(self._broker.make_durable(partition))
-        if not any(data):
-            return self._journal.append(txn.to_json())
-        self._deciding.add(txn.transactional_id)
-        return asyncio.ensure_future(self._decide_after(data, txn))
-
-    async def _decide_after(self, data: list[Awaitable[None] | None], txn: Transaction) -> None:
-        try:
-            await _all(data)
-        finally:
-            self._deciding.discard(txn.transactional_id)
-        await _all([self._journal.append(txn.to_json())])
-
-    def _journaled(self, txn: Transaction) -> dict[str, Any]:
-        """``txn`` as the journal may hold it: a commit waiting for its data to be
-        durable is still ongoing there (a compaction meanwhile must not write a decision
-        that a power loss could keep without the data)."""
-        raw = txn.to_json()
-        if txn.transactional_id in self._deciding:
-            raw["state"] = TxnState.ONGOING.value
-            raw.pop("first_offsets", None)
-        return raw
 
     async def _complete_after(self, decided: Awaitable[None] | None, txn: Transaction) -> None:
         await _all([decided])
@@ -579,7 +544,7 @@ class TransactionCoordinator:
         if self._journal.rewriting is None and self._journal.records_written > 1000 + 10 * len(
             self.transactions
         ):
-            self._journal.rewrite_off_loop([self._journaled(t) for t in self.transactions.values()])
+            self._journal.rewrite_off_loop([t.to_json() for t in self.transactions.values()])
 
     def describe(self) -> Iterable[Transaction]:
         return self.transactions.values()

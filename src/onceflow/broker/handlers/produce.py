@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from collections.abc import Awaitable
 from typing import Any
@@ -86,15 +85,7 @@ def handle(broker: Any, header: Any, request: Any) -> Any:
             outcome[3], outcome[4] = appended.base_offset, partition.log_start_offset
             outcome[6] = appended.log_append_time
             wait = broker.make_durable(partition)
-            if wait is None:
-                continue
-            if _is_transactional(records):
-                # It counts only once its transaction commits, and the commit is answered
-                # after the data and then the decision are durable: the batch is answered
-                # now, its fsync round started. A failure of that round reaches the
-                # commit, which waits for the data again.
-                asyncio.ensure_future(wait).add_done_callback(_retrieved)
-            else:
+            if wait is not None:
                 waits[len(outcomes) - 1] = wait
 
     if acks == 0:
@@ -155,23 +146,14 @@ def _as_datetime(timestamp_ms: int) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(timestamp_ms / 1000, datetime.UTC)
 
 
-def _retrieved(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def _is_transactional(records: bytes) -> bool:
-    # attributes is a big-endian int16: the flag bits live in its low byte.
-    return len(records) >= HEADER_SIZE and bool(records[ATTRIBUTES_OFFSET + 1] & TRANSACTIONAL_BIT)
-
-
 def _refused_transactional(
     broker: Any, topic: str, partition: int, records: bytes
 ) -> ErrorCode | None:
     """A transactional batch is appended only within its producer's current epoch and to
     a partition added to its ongoing transaction, so that no stray write can leave a
     transaction open on a partition the coordinator does not know about."""
-    if not _is_transactional(records):
+    # attributes is a big-endian int16: the flag bits live in its low byte.
+    if len(records) < HEADER_SIZE or not records[ATTRIBUTES_OFFSET + 1] & TRANSACTIONAL_BIT:
         return None
     header = read_header(records)
     code = broker.transactions.verify_produce(
