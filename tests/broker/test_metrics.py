@@ -183,8 +183,16 @@ def test_metrics_follow_real_traffic(broker: BrokerThread) -> None:
     produce_in_txn(transactional, topic, 10)
     transactional.commit_transaction(TIMEOUT)
     committed_end = RECORDS + 10 + 1  # the records and the commit marker
-    # EndTxn is answered once the decision is durable; the marker lands right after.
-    samples = scrape_until(port, lambda s: value(s, lso, **part) == committed_end)
+    # EndTxn is answered once the decision is durable; the marker lands right after,
+    # and the transaction is complete once the coordinator's task resumes (a scrape can
+    # fall between the two, seeing the LSO moved and the transaction still open).
+    samples = scrape_until(
+        port,
+        lambda s: (
+            value(s, lso, **part) == committed_end
+            and value(s, "onceflow_broker_open_transactions") == 0
+        ),
+    )
     assert value(samples, hw, **part) == committed_end
     assert value(samples, lso, **part) == committed_end
     assert value(samples, "onceflow_broker_open_transactions") == 0
