@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from onceflow import Guarantee
+from onceflow.broker.log.disk import FAULTS_ENV
 from onceflow.examples.orders import (
     Order,
     balances,
@@ -31,13 +35,17 @@ from onceflow.processing import (
     ProcessingError,
     Runner,
     RunnerConfigError,
+    RunStats,
     SqliteDatabase,
 )
 from onceflow.processing.crashpoints import AFTER_COMMIT, BEFORE_COMMIT, RECORD_PROCESSED
-from onceflow.processing.runner import stable_identity
+from onceflow.processing.runner import INIT_SLICE_SECONDS, stable_identity
 from onceflow.testing import BrokerProcess
 
 from .support import check_database
+
+# A stop asked during init_transactions must end the run within a few of its slices.
+STOP_BOUND_SECONDS = 10.0
 
 POISON = {"order-000007": "ten", "order-000033": -5}
 
@@ -225,6 +233,85 @@ def test_commit_that_times_out_is_retried_never_aborted(
     assert stats.aborts == 0 and stats.producer_rebuilds == 0, stats
     assert set(payments) == {o.order_id for o in orders} and max(payments.values()) == 1
     check_database(f"sqlite:{tmp_path / 't.db'}", orders, complete=True)
+
+
+def _runner_in_a_thread(
+    make: Callable[[], Runner],
+) -> tuple[threading.Thread, Runner, list[object]]:
+    """Build a runner and run it on a thread of its own (its SQLite connection must be
+    made there); returns the thread, the runner and, once it ends, its outcome."""
+    built: queue.Queue[Runner] = queue.Queue()
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            runner = make()
+            built.put(runner)
+            outcome.append(runner.run(idle_timeout=2, max_seconds=60))
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, built.get(timeout=30), outcome
+
+
+def _wait_until_asked_for(journal: Path, transactional_id: str) -> None:
+    """Until the coordinator has journaled the InitProducerId of ``transactional_id``
+    (then, its durability held back, the runner waits inside init_transactions)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if journal.exists() and transactional_id in journal.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no InitProducerId for {transactional_id} within 30 s")
+
+
+def test_init_transactions_outlasts_a_slow_coordinator_and_yields_to_a_stop(
+    names: dict[str, str], tmp_path: Path
+) -> None:
+    """The coordinator cannot answer InitProducerId while its journal's fsync is held (as
+    one still loading after a failover keeps answering COORDINATOR_LOAD_IN_PROGRESS).
+    The runner waits for it in slices of its timeout: a stop asked meanwhile ends the
+    run at once instead of after the whole timeout, and an outage longer than a slice
+    but shorter than the timeout costs nothing."""
+    gate = tmp_path / "journal-gate"
+    faults = {"fsync_block_while": str(gate), "paths": "transactions.journal"}
+    data = tmp_path / "data"
+    broker = BrokerProcess(data, env={FAULTS_ENV: json.dumps(faults)}).start()
+    try:
+        create_topics(
+            broker.bootstrap, NewTopic(names["orders"], 1), NewTopic(names["payments"], 1)
+        )
+        orders = make_orders(60)
+        produce_orders(broker.bootstrap, orders, topic=names["orders"])
+
+        gate.touch()
+        thread, stopped, outcome = _runner_in_a_thread(lambda: make_pipeline(
+            broker, {**names, "group": names["group"] + "-stopped"}, tmp_path / "s.db",
+            Guarantee.EXACTLY_ONCE, timeout=30,
+        ))  # fmt: skip
+        _wait_until_asked_for(data / "transactions.journal", str(stopped.transactional_id))
+        stopped.stop()
+        thread.join(STOP_BOUND_SECONDS)
+        assert not thread.is_alive(), "the stop waited for init_transactions' timeout"
+        assert isinstance(outcome[0], RunStats), outcome
+
+        thread, patient, outcome = _runner_in_a_thread(
+            lambda: make_pipeline(
+                broker, names, tmp_path / "p.db", Guarantee.EXACTLY_ONCE, timeout=30
+            )
+        )
+        _wait_until_asked_for(data / "transactions.journal", str(patient.transactional_id))
+        # The outage: longer than one slice of init_transactions, shorter than them all.
+        threading.Timer(3 * INIT_SLICE_SECONDS, gate.unlink).start()
+        thread.join(60)
+        assert not thread.is_alive() and isinstance(outcome[0], RunStats), outcome
+        payments = payment_counts(broker.bootstrap, names["payments"])
+    finally:
+        gate.unlink(missing_ok=True)
+        broker.stop()
+    assert set(payments) == {o.order_id for o in orders} and max(payments.values()) == 1
 
 
 def test_default_identity_is_stable_and_names_both_ids() -> None:

@@ -41,6 +41,13 @@ FaultHook = Callable[[str], None]
 _NOT_IN_IDS = re.compile(r"[^A-Za-z0-9._-]")
 # Kafka refuses a group.instance.id of 249 characters or more.
 _MAX_IDENTITY = 248
+#: init_transactions is called for at most this long at a time, so that a stop (SIGTERM)
+#: is seen while a coordinator is still loading; librdkafka resumes the call.
+INIT_SLICE_SECONDS = 1.0
+
+
+class _StoppedWhileInitialising(Exception):
+    """A stop was asked while the transactional producer was being initialised."""
 
 
 def stable_identity(group: str, source: str, instance: str) -> str:
@@ -236,6 +243,9 @@ class Runner:
                 ):
                     break
             self.policy.maybe_commit(force=True)
+        except _StoppedWhileInitialising:
+            # No transaction was begun by this producer: nothing of it is open.
+            self.policy.abandon()
         except BaseException:
             self.policy.abandon()
             raise
@@ -345,8 +355,25 @@ class Runner:
             client_config(self.producer_settings) | {"on_delivery": self._on_delivery}
         )
         if self.transactional_id is not None:
-            producer.init_transactions(self.timeout)
+            self._init_transactions(producer)
         return producer
+
+    def _init_transactions(self, producer: Producer) -> None:
+        """init_transactions within ``timeout``, in slices: a coordinator that answers
+        COORDINATOR_LOAD_IN_PROGRESS (after a broker failover, say) can keep the call
+        busy for its whole timeout, and a runner asked to stop meanwhile must stop."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                producer.init_transactions(max(0.0, min(INIT_SLICE_SECONDS, remaining)))
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or remaining <= INIT_SLICE_SECONDS:
+                    raise
+            if self._stopping.is_set():
+                raise _StoppedWhileInitialising
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
