@@ -23,6 +23,11 @@ from onceflow.processing.sinks.database import insert_one_by_one
 _ROW = '"onceflow_row"'
 
 
+def _column_arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """The batch as one list per column: each becomes one array parameter."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 def _params(params: Sequence[Any]) -> tuple[Any, ...] | None:
     """None without parameters: psycopg then leaves the SQL alone, so a literal ``%``
     or ``?`` in a statement that takes no parameters needs no escaping."""
@@ -100,7 +105,7 @@ class PostgresDatabase:
         if types is None:  # an array column: unnest would flatten it, go row by row
             return insert_one_by_one(self, table, columns, rows, conflict)
         cols = ", ".join(columns)
-        arrays = [list(column) for column in zip(*rows, strict=True)]
+        arrays = _column_arrays(rows)
         # One statement whatever the batch size: each column is one array parameter.
         source = (
             f"(SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) "
@@ -111,7 +116,7 @@ class PostgresDatabase:
         if not conflict:
             self.execute(insert, arrays)
             return list(range(len(rows)))
-        fresh = self._insert_if_all_new(columns, rows, conflict, insert)
+        fresh = self._insert_if_all_new(columns, rows, conflict, insert, arrays)
         if fresh is not None:
             return fresh
         # Which rows went in: the first of each new key, by its position in the batch.
@@ -132,6 +137,7 @@ class PostgresDatabase:
         rows: Sequence[Sequence[Any]],
         conflict: Sequence[str],
         insert: str,
+        arrays: list[list[Any]],
     ) -> list[int] | None:
         """The common case, a batch of keys the table has not seen, as a plain INSERT of
         each key's first row: no conflict arbiter and no join back to find the new rows,
@@ -146,7 +152,8 @@ class PostgresDatabase:
         except TypeError:  # an unhashable key value (a JSON document, say)
             return None
         keep = list(first.values())
-        arrays = [list(column) for column in zip(*(rows[i] for i in keep), strict=True)]
+        if len(keep) < len(rows):  # a key repeated in the batch: insert its first row only
+            arrays = _column_arrays([rows[i] for i in keep])
         try:
             with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
                 cur.execute(insert, arrays)  # inside a savepoint of its own
