@@ -211,16 +211,16 @@ class TransactionCoordinator:
         while the data it wrote is aborted as hanging."""
         waits: list[Awaitable[None] | None] = []
         for txn in list(self.transactions.values()):
-            reserved = self._bump_epoch(txn)
+            waits.append(self._bump_epoch(txn))
             if txn.state is TxnState.ONGOING:
                 log.warning(
                     "aborting transaction %r: the machine restarted since it was written",
                     txn.transactional_id,
                 )
-                await self._prepare(txn, commit=False).completed
-                waits.append(reserved)
+                # Every abort started before any is awaited: they share flush rounds.
+                waits.append(self._prepare(txn, commit=False).completed)
             else:
-                waits += [self._journal.append(txn.to_json()), reserved]
+                waits.append(self._journal.append(txn.to_json()))
         await _all(waits)
 
     async def drain(self) -> None:
