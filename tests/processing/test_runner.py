@@ -8,7 +8,6 @@ import queue
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from onceflow.processing.crashpoints import AFTER_COMMIT, BEFORE_COMMIT, RECORD_
 from onceflow.processing.runner import INIT_SLICE_SECONDS, stable_identity
 from onceflow.testing import BrokerProcess
 
-from .support import check_database
+from .support import check_database, wait_until
 
 # A stop asked during init_transactions must end the run within a few of its slices.
 STOP_BOUND_SECONDS = 10.0
@@ -259,12 +258,10 @@ def _runner_in_a_thread(
 def _wait_until_asked_for(journal: Path, transactional_id: str) -> None:
     """Until the coordinator has journaled the InitProducerId of ``transactional_id``
     (then, its durability held back, the runner waits inside init_transactions)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if journal.exists() and transactional_id in journal.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no InitProducerId for {transactional_id} within 30 s")
+    wait_until(
+        lambda: journal.exists() and transactional_id in journal.read_text(),
+        f"the coordinator journals the InitProducerId of {transactional_id}",
+    )
 
 
 def test_init_transactions_outlasts_a_slow_coordinator_and_yields_to_a_stop(

@@ -243,12 +243,11 @@ class Runner:
                 ):
                     break
             self.policy.maybe_commit(force=True)
-        except _StoppedWhileInitialising:
-            # No transaction was begun by this producer: nothing of it is open.
+        except BaseException as exc:
             self.policy.abandon()
-        except BaseException:
-            self.policy.abandon()
-            raise
+            # A stop asked while the producer was initialised ends the run like any stop.
+            if not isinstance(exc, _StoppedWhileInitialising):
+                raise
         finally:
             self._close()
             if previous is not None:
@@ -366,7 +365,7 @@ class Runner:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                producer.init_transactions(max(0.0, min(INIT_SLICE_SECONDS, remaining)))
+                producer.init_transactions(min(INIT_SLICE_SECONDS, remaining))
                 return
             except KafkaException as exc:
                 error = exc.args[0]
