@@ -1,7 +1,7 @@
 """The brokers the benchmarks compare, started the same way for each benchmark.
 
 * ``onceflow_target(flush)``: ``onceflow broker`` as its own process on a fresh data
-  dir (removed afterwards);
+  dir (removed afterwards), with its Prometheus metrics on a port of its own;
 * ``kafka_target()``: a single-node Apache Kafka (KRaft, one JVM, its shipped 1 GiB heap,
   no fsync: durability left to replicas it does not have; needs ``make kafka``);
 * ``mock_target()``: librdkafka's in-memory mock cluster, in this process. It keeps only
@@ -14,16 +14,36 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import tempfile
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from onceflow.kafka_admin import create_topics
 from onceflow.testing.broker_process import BrokerProcess
-from onceflow.testing.kafka import temporary_cluster
+from onceflow.testing.kafka import free_port, temporary_cluster
 from onceflow.testing.mock_cluster import mock_cluster
 
 SETUP_TIMEOUT = 30.0
+_SAMPLE = re.compile(r"^(\w+)(\{[^}]*\})? (\S+)$")
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """Every sample an onceflow broker's metrics endpoint shows, keyed by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            samples[match[1] + (match[2] or "")] = float(match[3])
+    return samples
+
+
+def metric_sum(samples: dict[str, float], name: str, *labels: str) -> float:
+    """The sum of the samples of ``name`` that carry every one of ``labels``."""
+    return sum(v for k, v in samples.items() if k.startswith(name) and all(x in k for x in labels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +54,23 @@ class Target:
     bootstrap: str
     create_topic: Callable[[str, int], None]
     pid: int | None
+    #: Where the broker's Prometheus metrics are (onceflow only).
+    metrics_port: int | None = None
 
     def cpu_seconds(self) -> float | None:
         """The broker process's user + system CPU seconds so far, or None."""
         return None if self.pid is None else cpu_seconds(self.pid)
+
+    def answering_seconds(self) -> float | None:
+        """Seconds the broker has spent answering requests so far, from receipt to
+        answer, Fetch left out (a fetch's time is mostly its long-poll wait); None
+        without metrics. For one client whose requests go one after another this is
+        the part of its time that it waited for the broker."""
+        if self.metrics_port is None:
+            return None
+        samples = scrape_metrics(self.metrics_port)
+        name = "onceflow_broker_request_seconds_sum"
+        return metric_sum(samples, name) - metric_sum(samples, name, 'api="Fetch"')
 
 
 def cpu_seconds(pid: int) -> float:
@@ -58,11 +91,14 @@ def _created_through_admin(bootstrap: str) -> Callable[[str, int], None]:
 @contextlib.contextmanager
 def onceflow_target(flush: str = "always") -> Iterator[Target]:
     """``onceflow broker --flush FLUSH`` as its own process on a fresh data dir."""
+    port = free_port()
     with (
         tempfile.TemporaryDirectory(prefix="onceflow-bench-") as tmp,
-        BrokerProcess(Path(tmp) / "data", flush=flush) as broker,
+        BrokerProcess(
+            Path(tmp) / "data", flush=flush, extra_args=("--metrics-port", str(port))
+        ) as broker,
     ):
-        yield Target(broker.bootstrap, _created_through_admin(broker.bootstrap), broker.pid)
+        yield Target(broker.bootstrap, _created_through_admin(broker.bootstrap), broker.pid, port)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,12 @@ against their targets, each beside its ``nofsync`` ceiling. After each run the o
 topic is checked: exactly N records (read_committed for exactly-once), so a fast
 but wrong loop cannot pass. Each run also reports the broker process's CPU seconds
 (user + system, from /proc/PID/stat; for Kafka its JVM) per million records the loop
-consumed and produced: a cost that the client's own ceiling cannot hide.
+consumed and produced: a cost that the client's own ceiling cannot hide. For onceflow
+each run also reports the loop's wall time per commit and, of that, the time the broker
+spent answering its requests (from receipt to answer, from the broker's metrics; Fetch
+left out, its time being mostly its long-poll wait): what is left is the client's own
+work and its waits between requests, which no broker can take away (the loop's start,
+its group join, is part of the wall time too: use enough records to make it small).
 
 A third target, ``mock``, is librdkafka's in-memory mock cluster in this process: no
 disk, no network stack beyond loopback, the floor any broker is measured against. It
@@ -89,6 +94,8 @@ class Run:
     per_commit: int = 0
     #: The broker process's CPU seconds over the run (None: the in-process mock).
     cpu_seconds: float | None = None
+    #: Seconds the broker spent answering the run's requests (None: no metrics).
+    answering_seconds: float | None = None
     target: str = ""
 
     @property
@@ -98,6 +105,17 @@ class Run:
     @property
     def cpu_per_million(self) -> float | None:
         return None if self.cpu_seconds is None else self.cpu_seconds * 1e6 / self.records
+
+    @property
+    def ms_per_commit(self) -> float:
+        return self.seconds * 1000 / self.commits
+
+    @property
+    def broker_ms_per_commit(self) -> float | None:
+        """Of ``ms_per_commit``, the broker's time answering the run's requests."""
+        if self.answering_seconds is None:
+            return None
+        return self.answering_seconds * 1000 / self.commits
 
     @property
     def cpu_per_thousand_commits(self) -> float | None:
@@ -263,33 +281,41 @@ def run_target(target: str, args: argparse.Namespace, console: Console) -> list[
                     sink = f"output-{mode}-{per_commit}-{round_}"
                     broker.create_topic(sink, 1)
                     cpu_before = broker.cpu_seconds()
+                    answering_before = broker.answering_seconds()
                     run = transform_loop(
                         broker.bootstrap, "input", sink, records, mode, per_commit, args.timeout
                     )
                     # Counting the output (a read) is outside the loop's timing; its CPU
-                    # is small next to the loop's and is included.
-                    cpu_after = broker.cpu_seconds()
-                    if cpu_before is not None and cpu_after is not None:
-                        run.cpu_seconds = cpu_after - cpu_before
+                    # and its few requests are small next to the loop's and are included.
+                    run.cpu_seconds = _delta(cpu_before, broker.cpu_seconds())
+                    run.answering_seconds = _delta(answering_before, broker.answering_seconds())
                     run.target = target
                     console.print(
                         f"{target} round {round_ + 1} {mode} every {per_commit}: "
                         f"{run.per_second:,.0f} records/s, {run.commits} commits, "
                         f"{run.output_records:,} outputs, broker CPU "
                         f"{_figure(run.cpu_per_million)} s/M records, "
-                        f"{_figure(run.cpu_per_thousand_commits)} s/1k commits"
+                        f"{_figure(run.cpu_per_thousand_commits)} s/1k commits; "
+                        f"{run.ms_per_commit:.2f} ms per commit, the broker answering "
+                        f"for {_figure(run.broker_ms_per_commit)}"
                     )
                     runs.append(run)
     return runs
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def _print_ratio_target(
     console: Console,
     per_commit: int,
     ratio: Callable[[tuple[str, int, str], tuple[str, int, str]], float | None],
+    per_commit_ms: Callable[[tuple[str, int, str]], tuple[float | None, float | None]],
 ) -> None:
-    """onceflow's exactly-once/at-least-once ratio against its target, and beside it
-    the same ratio without fsync: the ceiling that the client's own work leaves."""
+    """onceflow's exactly-once/at-least-once ratio against its target; beside it the
+    same ratio without fsync, the ceiling that the client's own work leaves; and each
+    mode's time per commit with the broker's part of it."""
 
     def of(target: str) -> float | None:
         return ratio((target, per_commit, "exactly-once"), (target, per_commit, "at-least-once"))
@@ -301,7 +327,14 @@ def _print_ratio_target(
     line = f"onceflow exactly-once / at-least-once at {per_commit:,}/txn: {got:.2f}"
     console.print(f"{line} (target >= {wanted}: {verdict})")
     if ceiling is not None:
-        console.print(f"  the same without fsync (nofsync): {ceiling:.2f}")
+        beyond = " (the target is above it)" if ceiling < wanted else ""
+        console.print(f"  the same without fsync (nofsync): {ceiling:.2f}{beyond}")
+    for mode in MODES:
+        wall, broker = per_commit_ms((ONCEFLOW, per_commit, mode))
+        if wall is not None and broker is not None:
+            console.print(
+                f"  {mode}: {wall:.2f} ms per commit, of which the broker's answers {broker:.2f}"
+            )
 
 
 def _figure(value: float | None) -> str:
@@ -360,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
             "broker_cpu_s_per_k_commits": median(
                 (target, per_commit, mode), lambda r: r.cpu_per_thousand_commits
             ),
+            "ms_per_commit": median((target, per_commit, mode), lambda r: r.ms_per_commit),
+            "broker_ms_per_commit": median(
+                (target, per_commit, mode), lambda r: r.broker_ms_per_commit
+            ),
         }
         for target, per_commit, mode in keys
     ]
@@ -407,8 +444,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         table.caption_justify = "left"
         console.print(table)
+
+        def per_commit_ms(key: tuple[str, int, str]) -> tuple[float | None, float | None]:
+            return (median(key, lambda r: r.ms_per_commit),
+                    median(key, lambda r: r.broker_ms_per_commit))  # fmt: skip
+
         for per_commit in args.per_commit:
-            _print_ratio_target(console, per_commit, ratio)
+            _print_ratio_target(console, per_commit, ratio, per_commit_ms)
     for run in wrong:
         console.print(
             f"[red]{run.target} {run.mode} every {run.per_commit}: {run.output_records} "

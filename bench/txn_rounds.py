@@ -18,44 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Producer
 
 from onceflow.kafka_admin import create_topics
 from onceflow.testing import BrokerProcess
+from onceflow.testing.kafka import free_port
+from targets import metric_sum, scrape_metrics
 
 TOPIC = "rounds"
 PAYLOAD = b"x" * 100
-_SAMPLE = re.compile(r"^(\w+)(\{[^}]*\})? (\S+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Every sample of the broker's metrics, keyed by name and labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            samples[match[1] + (match[2] or "")] = float(match[3])
-    return samples
-
-
-def _sum(samples: dict[str, float], name: str, *labels: str) -> float:
-    return sum(v for k, v in samples.items() if k.startswith(name) and all(x in k for x in labels))
 
 
 def run(bootstrap: str, metrics_port: int, transactions: int, records: int) -> dict[str, float]:
@@ -63,7 +39,7 @@ def run(bootstrap: str, metrics_port: int, transactions: int, records: int) -> d
         {"bootstrap.servers": bootstrap, "transactional.id": "rounds", "linger.ms": 1}
     )
     producer.init_transactions(30)
-    before = scrape(metrics_port)
+    before = scrape_metrics(metrics_port)
     started = time.monotonic()
     for _ in range(transactions):
         producer.begin_transaction()
@@ -71,10 +47,10 @@ def run(bootstrap: str, metrics_port: int, transactions: int, records: int) -> d
             producer.produce(TOPIC, key=b"%d" % i, value=PAYLOAD)
         producer.commit_transaction(30)
     elapsed = time.monotonic() - started
-    after = scrape(metrics_port)
+    after = scrape_metrics(metrics_port)
 
     def delta(name: str, *labels: str) -> float:
-        return _sum(after, name, *labels) - _sum(before, name, *labels)
+        return metric_sum(after, name, *labels) - metric_sum(before, name, *labels)
 
     end_txn = 'api="EndTxn"'
     return {
