@@ -76,6 +76,32 @@ def test_pipelined_duplicate_gets_the_same_offset(client: WireClient) -> None:
     assert client.latest_offset(TOPIC, 0) == 4
 
 
+def test_other_records_on_used_sequences_are_refused_not_acknowledged(
+    client: WireClient,
+) -> None:
+    producer_id, epoch = client.init_producer_id()
+    first = values_batch(
+        _values("first", 2), producer_id=producer_id, producer_epoch=epoch, base_sequence=0
+    )
+    placed = client.produce(TOPIC, 0, first)
+    assert (placed.error_code, placed.base_offset) == (ErrorCode.none, 0)
+    # What librdkafka sends after a transaction aborted while the first batch's answer
+    # was lost: the same sequences in the same epoch, carrying other records. Answered
+    # as a duplicate, it would be acknowledged at offsets that hold the first batch.
+    reused = client.produce(
+        TOPIC,
+        0,
+        values_batch(
+            _values("other", 2), producer_id=producer_id, producer_epoch=epoch, base_sequence=0
+        ),
+    )
+    assert reused.error_code == ErrorCode.out_of_order_sequence_number
+    # A true retry (the same bytes) is still answered with its offsets.
+    retried = client.produce(TOPIC, 0, first)
+    assert (retried.error_code, retried.base_offset) == (ErrorCode.none, 0)
+    assert client.fetch_values(TOPIC, 0) == list(enumerate(_values("first", 2)))
+
+
 def test_sequence_gap_is_out_of_order(client: WireClient) -> None:
     producer_id, epoch = client.init_producer_id()
     ok = client.produce(
@@ -178,6 +204,11 @@ def test_dedup_state_survives_restart(
             retried = after.produce(TOPIC, 0, batches[n])
             assert (retried.error_code, retried.base_offset) == (ErrorCode.none, 2 * n)
         assert after.latest_offset(TOPIC, 0) == 6
+        # What the batches were (their checksums) is remembered across the restart too.
+        other = values_batch(
+            _values("other", 2), producer_id=producer_id, producer_epoch=epoch, base_sequence=4
+        )
+        assert after.produce(TOPIC, 0, other).error_code == ErrorCode.out_of_order_sequence_number
         gap = after.produce(
             TOPIC,
             0,

@@ -3,6 +3,13 @@
 Per producer id the broker remembers the epoch and the sequence ranges of the last
 five batches it appended, so that a retried batch is answered with its original
 offsets instead of being appended twice, and a gap is refused.
+
+A retry is the same batch, byte for byte, so its checksum is remembered too: a batch
+whose sequences were used by a different one is refused as out of order, not
+answered with the other's offsets (an acknowledgement of records that are not in the
+log). librdkafka sends one after a transaction aborted while a batch's answer was lost
+(the broker killed): it takes the unacknowledged batch as not written and gives its
+sequences to the next transaction's records, in the same epoch.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from dataclasses import dataclass, field
 
 from kio.schema.errors import ErrorCode
 
-from onceflow.broker.records import BatchHeader, InvalidBatch
+from onceflow.broker.records import TIMESTAMP_TYPE_BIT, BatchHeader, InvalidBatch
 
 # Kafka keeps the same number of batches (max.in.flight.requests.per.connection <= 5).
 BATCHES_KEPT = 5
@@ -24,6 +31,9 @@ class AppendedBatch:
     last_sequence: int
     base_offset: int
     last_offset: int
+    #: The batch's checksum as its producer sent it; None when unknown (the broker
+    #: stamped a log append time over the client's, or a snapshot older than this).
+    crc: int | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +90,13 @@ class ProducerStates:
                 batch.first_sequence == header.base_sequence
                 and batch.last_sequence == header.last_sequence
             ):
+                if batch.crc is not None and batch.crc != header.crc:
+                    raise InvalidBatch(
+                        ErrorCode.out_of_order_sequence_number,
+                        f"producer {header.producer_id}: sequences {batch.first_sequence}-"
+                        f"{batch.last_sequence} were used by another batch (offset "
+                        f"{batch.base_offset}); expected {entry.last_sequence + 1}",
+                    )
                 raise Duplicate(batch)
         expected = (entry.last_sequence + 1) % 2**31
         if header.base_sequence != expected:
@@ -95,9 +112,15 @@ class ProducerStates:
         if entry is None or header.producer_epoch != entry.epoch:
             entry = ProducerEntry(header.producer_epoch)
             self.entries[header.producer_id] = entry
+        # A batch stamped with the log append time no longer has the client's checksum.
+        crc = None if header.attributes & TIMESTAMP_TYPE_BIT else header.crc
         entry.batches.append(
             AppendedBatch(
-                header.base_sequence, header.last_sequence, header.base_offset, header.last_offset
+                header.base_sequence,
+                header.last_sequence,
+                header.base_offset,
+                header.last_offset,
+                crc,
             )
         )
         entry.last_timestamp = header.max_timestamp
@@ -115,7 +138,7 @@ class ProducerStates:
                 "epoch": entry.epoch,
                 "last_timestamp": entry.last_timestamp,
                 "batches": [
-                    [b.first_sequence, b.last_sequence, b.base_offset, b.last_offset]
+                    [b.first_sequence, b.last_sequence, b.base_offset, b.last_offset, b.crc]
                     for b in entry.batches
                 ],
             }
@@ -130,6 +153,10 @@ class ProducerStates:
             entry = ProducerEntry(
                 int(raw["epoch"]), last_timestamp=int(raw.get("last_timestamp", -1))
             )
-            entry.batches.extend(AppendedBatch(*map(int, b)) for b in raw["batches"])
+            # Snapshots written before checksums were kept have four fields, or None.
+            entry.batches.extend(
+                AppendedBatch(*map(int, b[:4]), None if len(b) < 5 or b[4] is None else int(b[4]))
+                for b in raw["batches"]
+            )
             states.entries[int(pid)] = entry
         return states
