@@ -85,6 +85,7 @@ class ProducerStates:
                     f"a new epoch must start at sequence 0, got {header.base_sequence}",
                 )
             return
+        expected = (entry.last_sequence + 1) % 2**31
         for batch in entry.batches:
             if (
                 batch.first_sequence == header.base_sequence
@@ -95,10 +96,9 @@ class ProducerStates:
                         ErrorCode.out_of_order_sequence_number,
                         f"producer {header.producer_id}: sequences {batch.first_sequence}-"
                         f"{batch.last_sequence} were used by another batch (offset "
-                        f"{batch.base_offset}); expected {entry.last_sequence + 1}",
+                        f"{batch.base_offset}); expected {expected}",
                     )
                 raise Duplicate(batch)
-        expected = (entry.last_sequence + 1) % 2**31
         if header.base_sequence != expected:
             raise InvalidBatch(
                 ErrorCode.out_of_order_sequence_number,
@@ -153,10 +153,7 @@ class ProducerStates:
             entry = ProducerEntry(
                 int(raw["epoch"]), last_timestamp=int(raw.get("last_timestamp", -1))
             )
-            # Snapshots written before checksums were kept have four fields, or None.
-            entry.batches.extend(
-                AppendedBatch(*map(int, b[:4]), None if len(b) < 5 or b[4] is None else int(b[4]))
-                for b in raw["batches"]
-            )
+            # Snapshots written before checksums were kept have four fields per batch.
+            entry.batches.extend(AppendedBatch(*b) for b in raw["batches"])
             states.entries[int(pid)] = entry
         return states
