@@ -14,36 +14,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import tempfile
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from onceflow.kafka_admin import create_topics
 from onceflow.testing.broker_process import BrokerProcess
 from onceflow.testing.kafka import free_port, temporary_cluster
+from onceflow.testing.metrics import scrape, total
 from onceflow.testing.mock_cluster import mock_cluster
 
 SETUP_TIMEOUT = 30.0
-_SAMPLE = re.compile(r"^(\w+)(\{[^}]*\})? (\S+)$")
-
-
-def scrape_metrics(port: int) -> dict[str, float]:
-    """Every sample an onceflow broker's metrics endpoint shows, keyed by name and labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            samples[match[1] + (match[2] or "")] = float(match[3])
-    return samples
-
-
-def metric_sum(samples: dict[str, float], name: str, *labels: str) -> float:
-    """The sum of the samples of ``name`` that carry every one of ``labels``."""
-    return sum(v for k, v in samples.items() if k.startswith(name) and all(x in k for x in labels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +49,9 @@ class Target:
         the part of its time that it waited for the broker."""
         if self.metrics_port is None:
             return None
-        samples = scrape_metrics(self.metrics_port)
+        samples = scrape(self.metrics_port)
         name = "onceflow_broker_request_seconds_sum"
-        return metric_sum(samples, name) - metric_sum(samples, name, 'api="Fetch"')
+        return total(samples, name) - total(samples, name, api="Fetch")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -311,7 +311,7 @@ def _print_ratio_target(
     console: Console,
     per_commit: int,
     ratio: Callable[[tuple[str, int, str], tuple[str, int, str]], float | None],
-    per_commit_ms: Callable[[tuple[str, int, str]], tuple[float | None, float | None]],
+    rows: dict[tuple[str, int, str], dict[str, object]],
 ) -> None:
     """onceflow's exactly-once/at-least-once ratio against its target; beside it the
     same ratio without fsync, the ceiling that the client's own work leaves; and each
@@ -330,8 +330,9 @@ def _print_ratio_target(
         beyond = " (the target is above it)" if ceiling < wanted else ""
         console.print(f"  the same without fsync (nofsync): {ceiling:.2f}{beyond}")
     for mode in MODES:
-        wall, broker = per_commit_ms((ONCEFLOW, per_commit, mode))
-        if wall is not None and broker is not None:
+        row = rows[ONCEFLOW, per_commit, mode]
+        wall, broker = row["ms_per_commit"], row["broker_ms_per_commit"]
+        if isinstance(wall, float) and isinstance(broker, float):
             console.print(
                 f"  {mode}: {wall:.2f} ms per commit, of which the broker's answers {broker:.2f}"
             )
@@ -445,12 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         table.caption_justify = "left"
         console.print(table)
 
-        def per_commit_ms(key: tuple[str, int, str]) -> tuple[float | None, float | None]:
-            return (median(key, lambda r: r.ms_per_commit),
-                    median(key, lambda r: r.broker_ms_per_commit))  # fmt: skip
-
+        by_key = {(r["target"], r["per_commit"], r["mode"]): r for r in rows}
         for per_commit in args.per_commit:
-            _print_ratio_target(console, per_commit, ratio, per_commit_ms)
+            _print_ratio_target(console, per_commit, ratio, by_key)
     for run in wrong:
         console.print(
             f"[red]{run.target} {run.mode} every {run.per_commit}: {run.output_records} "

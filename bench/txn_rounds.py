@@ -19,16 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from confluent_kafka import Producer
 
-from onceflow.kafka_admin import create_topics
-from onceflow.testing import BrokerProcess
-from onceflow.testing.kafka import free_port
-from targets import metric_sum, scrape_metrics
+from onceflow.testing.metrics import scrape, total
+from targets import onceflow_target
 
 TOPIC = "rounds"
 PAYLOAD = b"x" * 100
@@ -39,7 +35,7 @@ def run(bootstrap: str, metrics_port: int, transactions: int, records: int) -> d
         {"bootstrap.servers": bootstrap, "transactional.id": "rounds", "linger.ms": 1}
     )
     producer.init_transactions(30)
-    before = scrape_metrics(metrics_port)
+    before = scrape(metrics_port)
     started = time.monotonic()
     for _ in range(transactions):
         producer.begin_transaction()
@@ -47,23 +43,22 @@ def run(bootstrap: str, metrics_port: int, transactions: int, records: int) -> d
             producer.produce(TOPIC, key=b"%d" % i, value=PAYLOAD)
         producer.commit_transaction(30)
     elapsed = time.monotonic() - started
-    after = scrape_metrics(metrics_port)
+    after = scrape(metrics_port)
 
-    def delta(name: str, *labels: str) -> float:
-        return metric_sum(after, name, *labels) - metric_sum(before, name, *labels)
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
 
-    end_txn = 'api="EndTxn"'
     return {
         "transactions": transactions,
         "records_per_transaction": records,
         "ms_per_transaction": elapsed * 1000 / transactions,
         "fsync_rounds_per_transaction": delta("onceflow_broker_fsync_round_files_count")
         / transactions,
-        "end_txn_ms": delta("onceflow_broker_request_seconds_sum", end_txn)
+        "end_txn_ms": delta("onceflow_broker_request_seconds_sum", api="EndTxn")
         * 1000
-        / max(1.0, delta("onceflow_broker_request_seconds_count", end_txn)),
+        / max(1.0, delta("onceflow_broker_request_seconds_count", api="EndTxn")),
         "add_partitions_per_transaction": delta(
-            "onceflow_broker_requests_total", 'api="AddPartitionsToTxn"'
+            "onceflow_broker_requests_total", api="AddPartitionsToTxn"
         )
         / transactions,
     }
@@ -75,15 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=10, help="records per transaction")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    port = free_port()
-    with (
-        tempfile.TemporaryDirectory(prefix="onceflow-rounds-") as tmp,
-        BrokerProcess(
-            Path(tmp) / "data", flush="always", extra_args=("--metrics-port", str(port))
-        ) as broker,
-    ):
-        create_topics(broker.bootstrap, TOPIC)
-        result = run(broker.bootstrap, port, args.transactions, args.records)
+    with onceflow_target() as broker:
+        assert broker.metrics_port is not None
+        broker.create_topic(TOPIC, 1)
+        result = run(broker.bootstrap, broker.metrics_port, args.transactions, args.records)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

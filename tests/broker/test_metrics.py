@@ -7,27 +7,24 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from interop_support import wait_until
-from prometheus_client.parser import text_string_to_metric_families
 
 from onceflow.broker import metrics as metrics_module
 from onceflow.broker.config import BrokerConfig
 from onceflow.broker.server import BrokerStartError, BrokerThread
 from onceflow.kafka_admin import create_topics
+from onceflow.testing.metrics import Samples, scrape
 
 TIMEOUT = 30.0
 CHUNKS = 4
 PER_CHUNK = 50
 RECORDS = CHUNKS * PER_CHUNK
 GROUP = "metrics-group"
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape_until(port: int, ready: Callable[[Samples], bool], timeout: float = 10.0) -> Samples:
@@ -38,17 +35,6 @@ def scrape_until(port: int, ready: Callable[[Samples], bool], timeout: float = 1
         if ready(samples) or time.monotonic() > deadline:
             return samples
         time.sleep(0.05)
-
-
-def scrape(port: int) -> Samples:
-    """Every sample the endpoint serves, keyed by (sample name, sorted labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
